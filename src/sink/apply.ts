@@ -1,0 +1,284 @@
+// Applies a batch in one analytics transaction: per table one delete and one unnest upsert
+// statement, guarded by the row's source position; dead letters and the checkpoint in the same
+// transaction. A row the database rejects is isolated by bisecting under savepoints.
+import type { Sql, TransactionSql } from "postgres";
+import { type Batch, type Change, type DeadLetter, Kind, type Target } from "../batch.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import { quoteIdent } from "./schema.ts";
+
+export interface ApplyResult {
+  applied: number;
+  skipped: number;
+  deadLetters: number;
+  /** checkpoint positions committed: part -> next position */
+  positions: Map<string, { stream: string; part: string; next: number }>;
+}
+
+/** SQLSTATE classes a retry cannot fix: the row itself is bad. */
+export function isDataError(e: unknown): boolean {
+  const code = (e as { code?: string })?.code ?? "";
+  return /^2[23]/.test(code) || code === "42804" || code === "54000";
+}
+
+const CONNECTION_CODES = new Set(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT", "ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND"]);
+export function isConnectionError(e: unknown): boolean {
+  const code = (e as { code?: string })?.code ?? "";
+  return CONNECTION_CODES.has(code) || /^(08|57P0|53)/.test(code);
+}
+
+type Tx = TransactionSql;
+
+interface Statements {
+  upsert: Map<string, string>;
+  delete?: string;
+  tombstoneDelete?: string;
+  truncate?: string;
+}
+
+export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger }) {
+  const { sql, metrics, log } = deps;
+  const state = quoteIdent(deps.stateSchema);
+  const cache = new Map<Target, Statements>();
+
+  const stmts = (t: Target): Statements => {
+    let s = cache.get(t);
+    if (!s) cache.set(t, (s = { upsert: new Map() }));
+    return s;
+  };
+
+  const keyCols = (t: Target) => t.key.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${t.table.columns.get(k)!.sqlType}`).join(" AND ");
+  const unnestKeys = (t: Target, from: number) => t.key.map((_, i) => `$${from + i}::text[]`).join(", ");
+  const keyAliases = (t: Target) => t.key.map((_, i) => `k${i}`).join(", ");
+  const guard = `(COALESCE(t._cdc_commit_lsn, -1), COALESCE(t._cdc_lsn, -1))`;
+  const soft = (t: Target) => (t.mapping.delete_mode === "soft" ? quoteIdent(t.mapping.soft_delete_column) : null);
+
+  function upsertSql(t: Target, cols: string[]): string {
+    const s = stmts(t);
+    const sig = cols.join("\u0000");
+    let q = s.upsert.get(sig);
+    if (q) return q;
+    const n = cols.length;
+    const sd = soft(t);
+    const keySet = new Set(t.key);
+    const updates = cols.filter((c) => !keySet.has(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`);
+    updates.push("_cdc_commit_lsn = EXCLUDED._cdc_commit_lsn", "_cdc_lsn = EXCLUDED._cdc_lsn", "_cdc_synced_at = EXCLUDED._cdc_synced_at");
+    if (sd) updates.push(`${sd} = NULL`);
+    q = `INSERT INTO ${t.table.ident} AS t (${cols.map(quoteIdent).join(", ")}, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at${sd ? `, ${sd}` : ""})
+SELECT ${cols.map((c, i) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`).join(", ")}, u.ptx, u.p, now()${sd ? ", NULL" : ""}
+FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::int8[], $${n + 2}::int8[], $${n + 3}::text[])
+  AS u(${cols.map((_, i) => `c${i}`).join(", ")}, ptx, p, kid)
+WHERE NOT EXISTS (SELECT 1 FROM ${state}.tombstones tb WHERE tb.tbl = $${n + 4} AND tb.key = u.kid AND (tb.commit_lsn, tb.lsn) >= (u.ptx, u.p))
+ON CONFLICT (${t.key.map(quoteIdent).join(", ")}) DO UPDATE SET ${updates.join(", ")}
+WHERE ${guard} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)
+RETURNING 1`;
+    s.upsert.set(sig, q);
+    return q;
+  }
+
+  function deleteSql(t: Target): string {
+    const s = stmts(t);
+    if (s.delete) return s.delete;
+    const k = t.key.length;
+    const sd = soft(t);
+    const change = sd
+      ? `UPDATE ${t.table.ident} t SET ${sd} = now(), _cdc_commit_lsn = u.ptx, _cdc_lsn = u.p, _cdc_synced_at = now() FROM u`
+      : `DELETE FROM ${t.table.ident} t USING u`;
+    s.delete = `WITH u AS (SELECT * FROM unnest(${unnestKeys(t, 1)}, $${k + 1}::int8[], $${k + 2}::int8[], $${k + 3}::text[]) AS u(${keyAliases(t)}, ptx, p, kid)),
+del AS (${change} WHERE ${keyCols(t)} AND ${guard} < (u.ptx, u.p) RETURNING 1),
+tomb AS (INSERT INTO ${state}.tombstones (tbl, key, commit_lsn, lsn) SELECT $${k + 4}, kid, ptx, p FROM u
+  ON CONFLICT (tbl, key) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, lsn = EXCLUDED.lsn, deleted_at = now()
+  WHERE (tombstones.commit_lsn, tombstones.lsn) < (EXCLUDED.commit_lsn, EXCLUDED.lsn))
+SELECT count(*)::int AS n FROM del`;
+    return s.delete;
+  }
+
+  // A Kafka tombstone carries no position. It deletes the row unless a newer change is known:
+  // when its delete event was applied, the tombstone table holds that delete's position.
+  function tombstoneDeleteSql(t: Target): string {
+    const s = stmts(t);
+    if (s.tombstoneDelete) return s.tombstoneDelete;
+    const k = t.key.length;
+    const sd = soft(t);
+    const from = `u LEFT JOIN ${state}.tombstones tb ON tb.tbl = $${k + 2} AND tb.key = u.kid`;
+    const change = sd ? `UPDATE ${t.table.ident} t SET ${sd} = now(), _cdc_synced_at = now() FROM ${from}` : `DELETE FROM ${t.table.ident} t USING ${from}`;
+    s.tombstoneDelete = `WITH u AS (SELECT * FROM unnest(${unnestKeys(t, 1)}, $${k + 1}::text[]) AS u(${keyAliases(t)}, kid)),
+del AS (${change} WHERE ${keyCols(t)} AND (tb.key IS NULL OR ${guard} <= (tb.commit_lsn, tb.lsn)) RETURNING 1)
+SELECT count(*)::int AS n FROM del`;
+    return s.tombstoneDelete;
+  }
+
+  async function applyTable(tx: Tx, t: Target, changes: Change[]): Promise<{ applied: number; skipped: number }> {
+    let applied = 0;
+    const byOp = { upsert: 0, delete: 0 };
+    const deletes = changes.filter((c) => c.kind === Kind.Delete && c.posTx >= 0);
+    const tombstones = changes.filter((c) => c.kind === Kind.Delete && c.posTx < 0);
+    const upserts = changes.filter((c) => c.kind === Kind.Upsert);
+    if (deletes.length) {
+      const params: unknown[] = t.key.map((_, i) => deletes.map((c) => c.key[i]));
+      params.push(deletes.map((c) => c.posTx), deletes.map((c) => c.pos), deletes.map((c) => c.keyId), t.table.name);
+      const [r] = await tx.unsafe(deleteSql(t), params as never[]);
+      byOp.delete += r!.n as number;
+    }
+    if (tombstones.length) {
+      const params: unknown[] = t.key.map((_, i) => tombstones.map((c) => c.key[i]));
+      params.push(tombstones.map((c) => c.keyId), t.table.name);
+      const [r] = await tx.unsafe(tombstoneDeleteSql(t), params as never[]);
+      byOp.delete += r!.n as number;
+    }
+    if (upserts.length) {
+      // changes with unchanged-TOAST columns have fewer columns: one statement per column set
+      const groups = new Map<string, Change[]>();
+      for (const c of upserts) {
+        const sig = c.cols!.join("\u0000");
+        const g = groups.get(sig);
+        if (g) g.push(c);
+        else groups.set(sig, [c]);
+      }
+      for (const g of groups.values()) {
+        const cols = g[0]!.cols!;
+        const params: unknown[] = cols.map((_, i) => g.map((c) => c.vals![i]));
+        params.push(g.map((c) => c.posTx), g.map((c) => c.pos), g.map((c) => c.keyId), t.table.name);
+        const r = await tx.unsafe(upsertSql(t, cols), params as never[]);
+        byOp.upsert += r.count;
+      }
+    }
+    applied = byOp.upsert + byOp.delete;
+    if (metrics) {
+      if (byOp.upsert) metrics.rowsApplied.inc({ table: t.table.name, op: "upsert" }, byOp.upsert);
+      if (byOp.delete) metrics.rowsApplied.inc({ table: t.table.name, op: "delete" }, byOp.delete);
+      if (changes.length > applied) metrics.rowsSkipped.inc({ table: t.table.name }, changes.length - applied);
+    }
+    return { applied, skipped: changes.length - applied };
+  }
+
+  async function applyAll(tx: Tx, changes: Change[]): Promise<{ applied: number; skipped: number }> {
+    const byTarget = new Map<Target, Change[]>();
+    for (const c of changes) {
+      const g = byTarget.get(c.target);
+      if (g) g.push(c);
+      else byTarget.set(c.target, [c]);
+    }
+    let applied = 0;
+    let skipped = 0;
+    for (const [t, cs] of byTarget) {
+      const r = await applyTable(tx, t, cs);
+      applied += r.applied;
+      skipped += r.skipped;
+    }
+    return { applied, skipped };
+  }
+
+  /** Applies `changes`; a data error bisects under savepoints down to the rejected rows. */
+  async function applyIsolating(tx: Tx, changes: Change[], dead: DeadLetter[]): Promise<{ applied: number; skipped: number }> {
+    try {
+      return await tx.savepoint((sp) => applyAll(sp as unknown as Tx, changes));
+    } catch (e) {
+      if (!isDataError(e)) throw e;
+      if (changes.length === 1) {
+        const c = changes[0]!;
+        const err = e as { message: string; code?: string };
+        log.warn("row rejected by the database, dead-lettered", { table: c.target.table.name, key: c.keyId, code: err.code, error: err.message, part: c.coord.part, position: c.coord.position });
+        dead.push({ coord: c.coord, table: c.target.table.name, stage: "apply", key: c.raw?.key ?? c.keyId, value: c.raw?.value ?? null, error: err.message, code: err.code ?? "DATA" });
+        return { applied: 0, skipped: 0 };
+      }
+      const mid = changes.length >> 1;
+      const a = await applyIsolating(tx, changes.slice(0, mid), dead);
+      const b = await applyIsolating(tx, changes.slice(mid), dead);
+      return { applied: a.applied + b.applied, skipped: a.skipped + b.skipped };
+    }
+  }
+
+  async function truncate(tx: Tx, t: Target): Promise<void> {
+    const sd = soft(t);
+    if (sd) await tx.unsafe(`UPDATE ${t.table.ident} SET ${sd} = now(), _cdc_synced_at = now() WHERE ${sd} IS NULL`);
+    else await tx.unsafe(`DELETE FROM ${t.table.ident}`);
+    await tx.unsafe(`DELETE FROM ${state}.tombstones WHERE tbl = $1`, [t.table.name]);
+    metrics?.rowsApplied.inc({ table: t.table.name, op: "truncate" });
+  }
+
+  async function writeDeadLetters(tx: Tx, dead: DeadLetter[]): Promise<void> {
+    if (!dead.length) return;
+    await tx.unsafe(
+      `INSERT INTO ${state}.dead_letters (stream, part, position, target_table, stage, key, value, error, error_code)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])`,
+      [
+        dead.map((d) => d.coord.stream),
+        dead.map((d) => d.coord.part),
+        dead.map((d) => String(d.coord.position)),
+        dead.map((d) => d.table),
+        dead.map((d) => d.stage),
+        dead.map((d) => d.key),
+        dead.map((d) => d.value),
+        dead.map((d) => d.error),
+        dead.map((d) => d.code),
+      ] as never[],
+    );
+    if (metrics) for (const d of dead) metrics.deadLetters.inc({ table: d.table ?? "", reason: d.stage === "decode" ? "decode" : d.code });
+  }
+
+  return {
+    /** Applies the batch and its checkpoint atomically; throws (and commits nothing) on any non-data error. */
+    async apply(batch: Batch): Promise<ApplyResult> {
+      const positions = [...batch.positions.values()];
+      return sql.begin(async (tx) => {
+        // Lock this batch's checkpoint rows: another member that applied part of these events
+        // (after a rebalance, or a zombie) is seen here, and what it applied is not applied again.
+        const stored = positions.length
+          ? await tx.unsafe(
+              `SELECT stream, part, position FROM ${state}.checkpoints
+               WHERE (stream, part) IN (SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE`,
+              [positions.map((p) => p.stream), positions.map((p) => p.part)] as never[],
+            )
+          : [];
+        const floor = new Map<string, number>();
+        for (const r of stored) {
+          const pos = Number(r.position);
+          const p = positions.find((x) => x.stream === r.stream && x.part === r.part)!;
+          if (pos > p.first) floor.set(`${r.stream}\u0000${r.part}`, pos);
+        }
+        const keep = (coord: { stream: string; part: string; position: number }) => {
+          const f = floor.get(`${coord.stream}\u0000${coord.part}`);
+          return f === undefined || coord.position >= f;
+        };
+        if (floor.size) log.info("part of the batch was already applied; skipping it", { parts: [...floor.keys()].map((k) => k.replace("\u0000", " ")) });
+
+        let applied = 0;
+        let skipped = 0;
+        const dead = batch.deadLetters.filter((d) => keep(d.coord));
+        for (const t of batch.truncates) await truncate(tx, t);
+        const changes: Change[] = [];
+        for (const st of batch.tables.values()) for (const c of st.pending.values()) if (keep(c.coord)) changes.push(c);
+        if (changes.length) {
+          const r = await applyIsolating(tx, changes, dead);
+          applied += r.applied;
+          skipped += r.skipped;
+        }
+        await writeDeadLetters(tx, dead);
+        if (positions.length)
+          await tx.unsafe(
+            `INSERT INTO ${state}.checkpoints (stream, part, position, updated_at)
+             SELECT s, p, pos, now() FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(s, p, pos)
+             ON CONFLICT (stream, part) DO UPDATE SET position = GREATEST(checkpoints.position, EXCLUDED.position), updated_at = now()`,
+            [positions.map((p) => p.stream), positions.map((p) => p.part), positions.map((p) => p.next)] as never[],
+          );
+        const out = new Map<string, { stream: string; part: string; next: number }>();
+        for (const p of positions) out.set(`${p.stream}\u0000${p.part}`, { stream: p.stream, part: p.part, next: Math.max(p.next, floor.get(`${p.stream}\u0000${p.part}`) ?? 0) });
+        return { applied, skipped, deadLetters: dead.length, positions: out };
+      });
+    },
+
+    /** Stored checkpoint positions of a stream: part -> next position. */
+    async checkpoints(stream: string): Promise<Map<string, number>> {
+      const rows = await sql.unsafe(`SELECT part, position FROM ${state}.checkpoints WHERE stream = $1`, [stream]);
+      return new Map(rows.map((r) => [r.part as string, Number(r.position)]));
+    },
+
+    /** Forgets statements built for a target (after its table was re-introspected). */
+    invalidate(t: Target): void {
+      cache.delete(t);
+    },
+  };
+}
+
+export type Applier = ReturnType<typeof createApplier>;

@@ -1,0 +1,248 @@
+// Kafka mode end to end: Debezium events on librdkafka's mock cluster -> real PostgreSQL.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import type { Sql } from "postgres";
+import { KafkaProducer, MockCluster } from "../src/kafka/native.ts";
+import { envelope, keyOf, newClock, withSchema } from "./support/debezium.ts";
+import { analyticsDb, config, sinkToml, startPipeline, TOPICS, waitFor } from "./support/harness.ts";
+import { sharedCluster } from "./support/pg.ts";
+
+let mock: MockCluster;
+let producer: KafkaProducer;
+let seq = 0;
+
+beforeAll(() => {
+  mock = new MockCluster(1);
+  producer = new KafkaProducer({ "bootstrap.servers": mock.bootstrapServers, "linger.ms": 1 });
+});
+afterAll(async () => {
+  await producer.close();
+  mock.close();
+});
+
+/** A fresh analytics database and topic namespace per test. */
+async function setup(extra?: string, mappingsExtra?: Parameters<typeof sinkToml>[0]["mappingsExtra"]) {
+  const pg = await sharedCluster();
+  const url = await pg.createDatabase("sink");
+  const sql = await analyticsDb(url);
+  const n = ++seq;
+  const topics = Object.fromEntries(Object.entries(TOPICS).map(([k, t]) => [k, `${t}.${n}`])) as typeof TOPICS;
+  for (const t of Object.values(topics)) mock.createTopic(t, 2);
+  let toml = sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: `g${n}`, extra, mappingsExtra });
+  for (const [k, t] of Object.entries(TOPICS)) toml = toml.replace(`"${t}"`, `"${topics[k as keyof typeof TOPICS]}"`);
+  return { sql, url, topics, toml, cfg: config(toml) };
+}
+
+async function send(topic: string, msgs: Array<{ key: string | null; value: unknown }>, partition?: number) {
+  await producer.produce(
+    topic,
+    msgs.map((m) => ({ key: m.key, partition, value: m.value === null ? null : typeof m.value === "string" ? m.value : JSON.stringify(m.value) })),
+  );
+  const r = await producer.flush(10_000);
+  expect(r.failed).toEqual([]);
+}
+
+const rows = (sql: Sql, q: string): Promise<Record<string, unknown>[]> => sql.unsafe(q).then((r) => r.map((x) => ({ ...x })));
+
+test("every op reaches all four tables, schemaless and with schema", async () => {
+  const { sql, topics, cfg } = await setup();
+  const clock = newClock();
+  const order = (id: number, status: string, total: number) => ({
+    id,
+    customer_id: 7,
+    status,
+    total_amount: total,
+    currency: "EUR",
+    created_at: "2024-03-01T10:00:00.123456Z",
+    updated_at: "2024-03-01T10:00:00Z",
+  });
+  await send(topics.orders, [
+    { key: keyOf(1), value: envelope(clock, "orders", "r", { after: order(1, "paid", 10.5) }) },
+    { key: keyOf(2), value: envelope(clock, "orders", "c", { after: order(2, "pending", 20) }) },
+    { key: keyOf(2), value: envelope(clock, "orders", "u", { after: order(2, "paid", 21.25) }) },
+    { key: keyOf(3), value: envelope(clock, "orders", "c", { after: order(3, "paid", 5) }) },
+    { key: keyOf(3), value: envelope(clock, "orders", "d", { before: { id: 3, customer_id: 0, status: "", total_amount: 0 } }) },
+    { key: keyOf(3), value: null },
+  ]);
+  // with schema: semantic types decide (Date days, MicroTimestamp, Decimal bytes)
+  const bookFields = {
+    id: { type: "int64" },
+    isbn: { type: "string" },
+    title: { type: "string" },
+    author: { type: "string" },
+    price: { type: "bytes", name: "org.apache.kafka.connect.data.Decimal", parameters: { scale: "2" } },
+    published_on: { type: "int32", name: "io.debezium.time.Date" },
+    tags: { type: "array" },
+    attributes: { type: "string", name: "io.debezium.data.Json" },
+    created_at: { type: "string", name: "io.debezium.time.ZonedTimestamp" },
+  };
+  const book = { id: 9, isbn: "978-0", title: "Dune", author: "Herbert", price: "B9A=", published_on: 19723, tags: ["sf", "classic"], attributes: '{"pages": 412}', created_at: "2024-01-01T00:00:00Z" };
+  await send(topics.books, [
+    { key: keyOf(9, "id", true), value: withSchema(envelope(clock, "books", "c", { after: book }), bookFields) },
+    { key: keyOf(9, "id", true), value: withSchema(envelope(clock, "books", "u", { after: { ...book, title: "Dune (2nd ed.)" } }), bookFields) },
+  ]);
+  await send(topics.items, [
+    { key: keyOf(100), value: envelope(clock, "order_items", "c", { after: { id: 100, order_id: 2, book_id: 9, quantity: 3, unit_price: 7.08, created_at: "2024-03-01T10:00:01Z" } }) },
+    { key: keyOf(101), value: envelope(clock, "order_items", "c", { after: { id: 101, order_id: 2, book_id: 9, quantity: 1, unit_price: 0 } }) },
+    { key: keyOf(101), value: envelope(clock, "order_items", "d", { before: { id: 101 } }) },
+  ]);
+  await send(topics.inventory, [
+    { key: keyOf(9, "book_id"), value: envelope(clock, "inventory", "c", { after: { book_id: 9, quantity: 10, reserved: 0, warehouse: "main", updated_at: "2024-03-01T10:00:00Z" } }, { db: "inventory" }) },
+    { key: keyOf(9, "book_id"), value: envelope(clock, "inventory", "u", { after: { book_id: 9, quantity: 7, reserved: 3, warehouse: "main", updated_at: "2024-03-01T11:00:00Z" } }, { db: "inventory" }) },
+  ]);
+  const run = await startPipeline(cfg);
+  try {
+    await waitFor("inventory update", async () => (await sql`SELECT quantity FROM fact_inventory WHERE book_id = 9`)[0]?.quantity === 7);
+    await waitFor("all topics", async () => (await sql`SELECT count(*)::int AS n FROM fact_order_items`)[0]!.n === 1 && (await sql`SELECT title FROM dim_books`)[0]?.title === "Dune (2nd ed.)");
+    await waitFor("orders", async () => (await sql`SELECT count(*)::int AS n FROM fact_orders`)[0]!.n === 2);
+  } finally {
+    await run.stop();
+  }
+  expect(await rows(sql, "SELECT id, status, total_amount::text, created_at = '2024-03-01T10:00:00.123456Z'::timestamptz AS ts_ok FROM fact_orders ORDER BY id")).toEqual([
+    { id: "1", status: "paid", total_amount: "10.50", ts_ok: true },
+    { id: "2", status: "paid", total_amount: "21.25", ts_ok: true },
+  ]);
+  expect(await rows(sql, "SELECT id, price::text, published_on::text, tags, attributes, title FROM dim_books")).toEqual([
+    { id: "9", price: "20.00", published_on: "2024-01-01", tags: ["sf", "classic"], attributes: { pages: 412 }, title: "Dune (2nd ed.)" },
+  ]);
+  expect(await rows(sql, "SELECT id, quantity, unit_price::text FROM fact_order_items")).toEqual([{ id: "100", quantity: 3, unit_price: "7.08" }]);
+  expect(await rows(sql, "SELECT book_id, quantity, reserved FROM fact_inventory")).toEqual([{ book_id: "9", quantity: 7, reserved: 3 }]);
+  expect(await rows(sql, "SELECT count(*)::int AS n FROM cdc_sink.dead_letters")).toEqual([{ n: 0 }]);
+  await sql.end();
+}, 120_000);
+
+test("an unchanged-TOAST placeholder keeps the stored value", async () => {
+  const { sql, topics, cfg } = await setup();
+  const clock = newClock();
+  const book = { id: 1, isbn: "x", title: "T", author: "A", price: 9.99, attributes: '{"long": "text"}', tags: ["a"] };
+  await send(topics.books, [
+    { key: keyOf(1), value: envelope(clock, "books", "c", { after: book }) },
+    { key: keyOf(1), value: envelope(clock, "books", "u", { after: { ...book, price: 12.5, attributes: "__debezium_unavailable_value", tags: ["__debezium_unavailable_value"] } }) },
+  ]);
+  const run = await startPipeline(cfg);
+  try {
+    await waitFor("update", async () => (await sql`SELECT price::text FROM dim_books WHERE id = 1`)[0]?.price === "12.50");
+  } finally {
+    await run.stop();
+  }
+  expect(await rows(sql, "SELECT attributes, tags FROM dim_books")).toEqual([{ attributes: { long: "text" }, tags: ["a"] }]);
+  // and across batches: a second run applies a TOAST update on its own
+  await send(topics.books, [{ key: keyOf(1), value: envelope(clock, "books", "u", { after: { ...book, title: "T2", attributes: "__debezium_unavailable_value" } }) }]);
+  const run2 = await startPipeline(cfg);
+  try {
+    await waitFor("second update", async () => (await sql`SELECT title FROM dim_books WHERE id = 1`)[0]?.title === "T2");
+  } finally {
+    await run2.stop();
+  }
+  expect(await rows(sql, "SELECT attributes FROM dim_books")).toEqual([{ attributes: { long: "text" } }]);
+  await sql.end();
+}, 120_000);
+
+test("stale and replayed events never regress a row, nor resurrect a deleted one", async () => {
+  const { sql, topics, cfg } = await setup();
+  const clock = newClock();
+  const e1 = envelope(clock, "orders", "c", { after: { id: 5, status: "pending", total_amount: 1 } });
+  const e2 = envelope(clock, "orders", "u", { after: { id: 5, status: "paid", total_amount: 2 } });
+  const e3 = envelope(clock, "orders", "c", { after: { id: 6, status: "paid", total_amount: 3 } });
+  const e4 = envelope(clock, "orders", "d", { before: { id: 6 } });
+  // newer first, then the older events arrive again (a producer retry, an out-of-order relay)
+  await send(topics.orders, [
+    { key: keyOf(5), value: e2 },
+    { key: keyOf(6), value: e4 },
+    { key: keyOf(6), value: null },
+  ]);
+  const run = await startPipeline(cfg);
+  try {
+    await waitFor("e2", async () => (await sql`SELECT status FROM fact_orders WHERE id = 5`)[0]?.status === "paid");
+    await send(topics.orders, [
+      { key: keyOf(5), value: e1 },
+      { key: keyOf(6), value: e3 },
+      { key: keyOf(7), value: envelope(clock, "orders", "c", { after: { id: 7, status: "paid", total_amount: 4 } }) },
+    ]);
+    await waitFor("marker", async () => (await sql`SELECT 1 FROM fact_orders WHERE id = 7`).length === 1);
+  } finally {
+    await run.stop();
+  }
+  expect(await rows(sql, "SELECT id, status FROM fact_orders ORDER BY id")).toEqual([
+    { id: "5", status: "paid" },
+    { id: "7", status: "paid" },
+  ]);
+  expect(run.metrics.rowsSkipped.value({ table: "fact_orders" })).toBeGreaterThanOrEqual(2);
+  await sql.end();
+}, 120_000);
+
+test("replaying every topic from offset 0 leaves the analytics state unchanged", async () => {
+  const { sql, topics, cfg } = await setup();
+  const clock = newClock();
+  const msgs = [];
+  for (let i = 0; i < 300; i++) {
+    const id = i % 40;
+    const op = i < 40 ? "c" : i % 7 === 0 ? "d" : "u";
+    if (op === "d") {
+      msgs.push({ key: keyOf(id), value: envelope(clock, "orders", "d", { before: { id } }) }, { key: keyOf(id), value: null });
+    } else {
+      msgs.push({ key: keyOf(id), value: envelope(clock, "orders", op === "u" ? "u" : "c", { after: { id, status: "paid", total_amount: i } }) });
+    }
+  }
+  await send(topics.orders, msgs);
+  const expected = new Map<number, number>();
+  for (const m of msgs) {
+    const id = JSON.parse(m.key).id;
+    const v = m.value as { op: string; after: { total_amount: number } } | null;
+    if (v === null || v.op === "d") expected.delete(id);
+    else expected.set(id, v.after.total_amount);
+  }
+  const snapshotOf = () => rows(sql, "SELECT id::int, total_amount::float AS t FROM fact_orders ORDER BY id");
+  const want = [...expected.entries()].sort((a, b) => a[0] - b[0]).map(([id, t]) => ({ id, t }));
+  const run = await startPipeline(cfg);
+  try {
+    await waitFor("all applied", async () => JSON.stringify(await snapshotOf()) === JSON.stringify(want), 30_000);
+  } finally {
+    await run.stop();
+  }
+  const before = await rows(sql, "SELECT id, total_amount, _cdc_commit_lsn, _cdc_lsn FROM fact_orders ORDER BY id");
+  // forget the checkpoints and use a fresh group: everything is read again from offset 0
+  await sql`DELETE FROM cdc_sink.checkpoints`;
+  const replay = config(sinkToml({ bootstrap: mock.bootstrapServers, db: cfg.postgres.url!, group: `replay${seq}` }).replaceAll(`${TOPICS.orders}"`, `${topics.orders}"`).replaceAll(`${TOPICS.items}"`, `${topics.items}"`).replaceAll(`${TOPICS.books}"`, `${topics.books}"`).replaceAll(`${TOPICS.inventory}"`, `${topics.inventory}"`));
+  const run2 = await startPipeline(replay);
+  try {
+    await waitFor("replayed", async () => run2.metrics.eventsConsumed.value({ topic: topics.orders }) >= msgs.length, 30_000);
+    await waitFor("checkpointed", async () => (await sql`SELECT coalesce(sum(position), 0)::int AS n FROM cdc_sink.checkpoints`)[0]!.n === msgs.length);
+  } finally {
+    await run2.stop();
+  }
+  expect(await rows(sql, "SELECT id, total_amount, _cdc_commit_lsn, _cdc_lsn FROM fact_orders ORDER BY id")).toEqual(before);
+  expect(run2.metrics.rowsApplied.value({ table: "fact_orders", op: "upsert" })).toBe(0);
+  await sql.end();
+}, 120_000);
+
+test("a poison message goes to the dead-letter table and the rest is applied", async () => {
+  const { sql, topics, cfg } = await setup();
+  const clock = newClock();
+  await send(topics.orders, [
+    { key: keyOf(1), value: envelope(clock, "orders", "c", { after: { id: 1, status: "paid", total_amount: 1 } }) },
+    { key: keyOf(2), value: "{not json" },
+    { key: keyOf(3), value: envelope(clock, "orders", "c", { after: { id: 3, status: "paid", total_amount: "not a number" } }) },
+    { key: null, value: envelope(clock, "orders", "c", { after: { id: 4 } }) },
+    // decodes, but the database rejects it: total_amount overflows numeric(12,2)
+    { key: keyOf(5), value: envelope(clock, "orders", "c", { after: { id: 5, status: "paid", total_amount: 1e15 } }) },
+    { key: keyOf(6), value: envelope(clock, "orders", "c", { after: { id: 6, status: "paid", total_amount: 6 } }) },
+  ], 0);
+  const run = await startPipeline(cfg);
+  try {
+    await waitFor("dead letters", async () => (await sql`SELECT count(*)::int AS n FROM cdc_sink.dead_letters`)[0]!.n === 4);
+  } finally {
+    await run.stop();
+  }
+  expect(await rows(sql, "SELECT id FROM fact_orders ORDER BY id")).toEqual([{ id: "1" }, { id: "6" }]);
+  const dead = await rows(sql, "SELECT part, position, target_table, stage, key, error, error_code FROM cdc_sink.dead_letters ORDER BY position::int");
+  expect(dead.map((d) => [d.part, d.position, d.stage, d.target_table])).toEqual([
+    [`${topics.orders}/0`, "1", "decode", "fact_orders"],
+    [`${topics.orders}/0`, "2", "decode", "fact_orders"],
+    [`${topics.orders}/0`, "3", "decode", "fact_orders"],
+    [`${topics.orders}/0`, "4", "apply", "fact_orders"],
+  ]);
+  expect(dead.find((d) => d.stage === "apply")!.error_code).toBe("22003");
+  expect(dead.find((d) => d.position === "2")!.error).toMatch(/total_amount/);
+  expect(run.metrics.deadLetters.value({ table: "fact_orders", reason: "decode" })).toBe(3);
+  await sql.end();
+}, 120_000);
