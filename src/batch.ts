@@ -158,12 +158,4 @@ export class Batch {
     for (const st of this.tables.values()) if (now - st.firstAt >= st.limitLatency) return true;
     return false;
   }
-
-  /** Milliseconds until `due`, for the source's wait. */
-  msUntilDue(now: number): number {
-    if (!this.events) return this.limits.maxLatencyMs;
-    let until = this.firstAt + this.limits.maxLatencyMs - now;
-    for (const st of this.tables.values()) until = Math.min(until, st.firstAt + st.limitLatency - now);
-    return Math.max(0, until);
-  }
 }

@@ -85,6 +85,35 @@ export function createPipeline(deps: PipelineDeps) {
     }
   }
 
+  /** Applies, records and acknowledges one batch; false when shutdown abandoned it uncommitted. */
+  async function commit(batch: Batch): Promise<boolean> {
+    let result: ApplyResult;
+    try {
+      result = await applyWithRetry(batch);
+    } catch (e) {
+      if (e instanceof Stopped) {
+        log.warn(e.message, { events: batch.events });
+        return false;
+      }
+      throw e;
+    }
+    const committedAt = Date.now();
+    metrics.batches.inc();
+    metrics.batchSize.observe({}, batch.events);
+    metrics.lastCheckpoint.set({}, committedAt / 1000);
+    for (const st of batch.tables.values())
+      for (const c of st.pending.values()) if (c.sourceTs > 0) metrics.endToEndLag.observe({}, Math.max(0, committedAt - c.sourceTs) / 1000);
+    try {
+      await source.committed(result);
+    } catch (e) {
+      // the checkpoint table already holds the position; upstream acknowledgement is a mirror
+      metrics.errors.inc({ stage: "checkpoint", code: String(errorInfo(e).code ?? "UNKNOWN") });
+      log.warn("acknowledging upstream failed (position is safe in the checkpoint table)", errorInfo(e));
+    }
+    log.debug("batch committed", { events: batch.events, applied: result.applied, skipped: result.skipped, deadLetters: result.deadLetters });
+    return true;
+  }
+
   return {
     get databaseUp() {
       return dbUp;
@@ -96,44 +125,29 @@ export function createPipeline(deps: PipelineDeps) {
       return stopping;
     },
 
-    /** Runs until stop(); resolves after the last committed batch is acknowledged. */
+    /**
+     * Runs until stop(); resolves after the last committed batch is acknowledged.
+     * The next batch is read and decoded while the previous one commits (two batches at most);
+     * a batch is applied only after its predecessor committed, so checkpoints never skip events.
+     */
     async run(): Promise<void> {
       await source.start();
+      let inflight: Promise<boolean> | undefined;
       while (!stopping) {
         const batch = new Batch(deps.limits);
         while (!stopping) {
           deps.heartbeat?.();
-          const now = Date.now();
-          const n = await source.read(batch, batch.events ? batch.msUntilDue(now) : 500);
+          // with events pending, only take what is already there: a dry queue flushes at once
+          const n = await source.read(batch, batch.events ? 0 : inflight ? 5 : 500);
           // flush when the source has nothing more right now, or the batch is full or due
           if (batch.full(Date.now()) || (batch.events && n === 0)) break;
+          if (inflight && !batch.events && n === 0) break;
         }
-        if (!batch.events) continue;
-        let result: ApplyResult;
-        try {
-          result = await applyWithRetry(batch);
-        } catch (e) {
-          if (e instanceof Stopped) {
-            log.warn(e.message, { events: batch.events });
-            break;
-          }
-          throw e;
-        }
-        const committedAt = Date.now();
-        metrics.batches.inc();
-        metrics.batchSize.observe({}, batch.events);
-        metrics.lastCheckpoint.set({}, committedAt / 1000);
-        for (const st of batch.tables.values())
-          for (const c of st.pending.values()) if (c.sourceTs > 0) metrics.endToEndLag.observe({}, Math.max(0, committedAt - c.sourceTs) / 1000);
-        try {
-          await source.committed(result);
-        } catch (e) {
-          // the checkpoint table already holds the position; upstream acknowledgement is a mirror
-          metrics.errors.inc({ stage: "checkpoint", code: String(errorInfo(e).code ?? "UNKNOWN") });
-          log.warn("acknowledging upstream failed (position is safe in the checkpoint table)", errorInfo(e));
-        }
-        log.debug("batch committed", { events: batch.events, applied: result.applied, skipped: result.skipped, deadLetters: result.deadLetters });
+        if (inflight && !(await inflight)) break;
+        inflight = undefined;
+        if (batch.events) inflight = commit(batch);
       }
+      if (inflight) await inflight;
       await source.close();
     },
 

@@ -233,6 +233,10 @@ export class MessageBatch {
     const s = this.#valueStart[i]!;
     return this.#raw.values.subarray(s, s + len);
   }
+  /** Length of the value, -1 for a tombstone (no slice is made). */
+  valueLength(i: number): number {
+    return this.#raw.valueLens[i]!;
+  }
   /** Total key + value bytes in the batch. */
   get bytes(): number {
     return this.#raw.keys.length + this.#raw.values.length;

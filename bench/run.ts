@@ -1,0 +1,14 @@
+// bun run bench -- <name>: kafka-consume | kafka-sink. The last line printed is JSON.
+export {};
+const name = process.argv[2];
+const benches: Record<string, () => Promise<unknown>> = {
+  "kafka-consume": () => import("./kafka-consume.ts").then((m) => m.run()),
+  "kafka-sink": () => import("./kafka-sink.ts").then((m) => m.run()),
+};
+if (!name || !benches[name]) {
+  console.error(`usage: bun run bench -- <${Object.keys(benches).join("|")}>`);
+  process.exit(64);
+}
+const result = await benches[name]!();
+console.log(JSON.stringify(result));
+process.exit(0);
