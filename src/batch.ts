@@ -121,6 +121,9 @@ export class Batch {
     if (prev) {
       // a tombstone right after its delete adds nothing, and would lose the delete's position
       if (c.kind === Kind.Delete && c.posTx < 0 && prev.kind === Kind.Delete) return;
+      // the newer source position wins, not the later arrival: snapshot rows and streamed
+      // changes interleave, and a stale event must not replace a newer pending one
+      if (c.posTx >= 0 && prev.posTx >= 0 && (c.posTx < prev.posTx || (c.posTx === prev.posTx && c.pos < prev.pos))) return;
       // an update with unchanged-TOAST columns keeps the values the pending change carries
       if (c.kind === Kind.Upsert && prev.kind === Kind.Upsert && c.cols!.length < prev.cols!.length) {
         const merged = new Map<string, string | null>();

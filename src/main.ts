@@ -12,6 +12,7 @@ import { createApplier } from "./sink/apply.ts";
 import { ensureStateTables, SchemaError } from "./sink/schema.ts";
 import { loadTargets } from "./sink/targets.ts";
 import { createKafkaSource } from "./sources/kafka.ts";
+import { createPgSource, sourceProblems } from "./sources/postgres.ts";
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 64, CONFIG: 78 } as const;
 
@@ -124,6 +125,19 @@ async function check(config: Config, out: (s: string) => void): Promise<number> 
       await c.close();
     }
   }
+  for (const s of config.postgres_sources) {
+    const admin = openDatabase({ ...s, state_schema: "" }, 1);
+    try {
+      const tables = config.mappings.filter((m) => m.source === s.name).map((m) => m.source_table!);
+      const found = await sourceProblems(admin, tables);
+      for (const f of found) problems.push(`source ${s.name}: ${f}`);
+      if (!found.length) out(`ok   source ${s.name}: wal_level logical, replication allowed, ${tables.length} tables with a replica identity`);
+    } catch (e) {
+      problems.push(`source ${s.name}: ${(e as Error).message}`);
+    } finally {
+      await admin.end({ timeout: 2 });
+    }
+  }
   const sql = openDatabase(config.postgres, 1);
   try {
     await sql`SELECT 1`;
@@ -227,10 +241,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   if (config.source.kind === "kafka") {
     source = createKafkaSource({ config: config.kafka!, targets, applier, metrics, log });
   } else {
-    log.error("source.kind = postgres is not available in this build");
-    await http?.close();
-    await sql.end({ timeout: 2 });
-    return EXIT.CONFIG;
+    source = createPgSource({ config, targets, applier, metrics, log });
   }
   pipeline = createPipeline({
     source,

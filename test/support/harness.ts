@@ -9,6 +9,7 @@ import { createApplier } from "../../src/sink/apply.ts";
 import { ensureStateTables } from "../../src/sink/schema.ts";
 import { loadTargets } from "../../src/sink/targets.ts";
 import { createKafkaSource } from "../../src/sources/kafka.ts";
+import { createPgSource } from "../../src/sources/postgres.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -75,7 +76,10 @@ export async function startPipeline(cfg: Config, opts: { verbose?: boolean } = {
   await ensureStateTables(sql, cfg.postgres.state_schema);
   const targets = await loadTargets(sql, cfg.mappings);
   const applier = createApplier({ sql, stateSchema: cfg.postgres.state_schema, metrics, log });
-  const source = createKafkaSource({ config: cfg.kafka!, targets, applier, metrics, log });
+  const source =
+    cfg.source.kind === "kafka"
+      ? createKafkaSource({ config: cfg.kafka!, targets, applier, metrics, log })
+      : createPgSource({ config: cfg, targets, applier, metrics, log });
   const pipeline = createPipeline({
     source,
     applier,

@@ -1,0 +1,72 @@
+import { expect, test } from "bun:test";
+import { Batch, type Change, Kind, type Target } from "./batch.ts";
+
+const target = { mapping: { truncate: "truncate" }, table: { name: "t" }, key: ["id"] } as unknown as Target;
+const coord = { stream: "s", part: "p", position: 0 };
+const up = (id: number, posTx: number, pos: number, cols: Record<string, string>): Change => ({
+  target,
+  kind: Kind.Upsert,
+  key: [String(id)],
+  keyId: `["${id}"]`,
+  cols: [...Object.keys(cols), "id"],
+  vals: [...Object.values(cols), String(id)],
+  posTx,
+  pos,
+  sourceTs: 0,
+  coord,
+});
+const del = (id: number, posTx: number, pos: number): Change => ({ target, kind: Kind.Delete, key: [String(id)], keyId: `["${id}"]`, posTx, pos, sourceTs: 0, coord });
+const pending = (b: Batch) => [...b.tables.get(target)!.pending.values()];
+const limits = { maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 };
+
+test("coalescing keeps the newest source position per key, whatever the arrival order", () => {
+  const b = new Batch(limits);
+  b.add(up(1, 500, 1, { a: "streamed" }), 0);
+  b.add(up(1, 0, 100, { a: "snapshot" }), 0);
+  b.add(del(2, 600, 1), 0);
+  b.add(up(2, 0, 100, { a: "snapshot" }), 0);
+  b.add(up(3, 0, 100, { a: "snapshot" }), 0);
+  b.add(up(3, 700, 1, { a: "streamed" }), 0);
+  const p = pending(b);
+  expect(p.map((c) => [c.keyId, c.kind, c.vals?.[0]])).toEqual([
+    ['["1"]', Kind.Upsert, "streamed"],
+    ['["2"]', Kind.Delete, undefined],
+    ['["3"]', Kind.Upsert, "streamed"],
+  ]);
+});
+
+test("a delete then an insert is an insert; a tombstone after its delete keeps the delete's position", () => {
+  const b = new Batch(limits);
+  b.add(del(1, 10, 1), 0);
+  b.add(up(1, 11, 1, { a: "x" }), 0);
+  b.add(del(2, 12, 1), 0);
+  b.add(del(2, -1, -1), 0);
+  expect(pending(b).map((c) => [c.kind, c.posTx])).toEqual([
+    [Kind.Upsert, 11],
+    [Kind.Delete, 12],
+  ]);
+});
+
+test("an update with unchanged-TOAST columns merges with the pending change of its key", () => {
+  const b = new Batch(limits);
+  b.add(up(1, 10, 1, { a: "1", big: "long text" }), 0);
+  b.add(up(1, 11, 1, { a: "2" }), 0);
+  const [c] = pending(b);
+  expect(Object.fromEntries(c!.cols!.map((k, i) => [k, c!.vals![i]]))).toEqual({ a: "2", big: "long text", id: "1" });
+});
+
+test("a truncate drops what is pending for its table; limits decide when the batch is full or due", () => {
+  const b = new Batch({ maxEvents: 3, maxBytes: 1 << 20, maxLatencyMs: 50 });
+  b.add(up(1, 10, 1, { a: "1" }), 1000);
+  b.add({ ...del(0, 11, 1), kind: Kind.Truncate, key: [], keyId: "" }, 1000);
+  b.add(up(2, 12, 1, { a: "2" }), 1000);
+  expect(pending(b).map((c) => c.keyId)).toEqual(['["2"]']);
+  expect(b.truncates.has(target)).toBe(true);
+  b.advance(coord, 1, 10, 1000);
+  expect(b.full(1000)).toBe(false);
+  expect(b.due(1049)).toBe(false);
+  expect(b.due(1050)).toBe(true);
+  b.advance(coord, 2, 10, 1001);
+  b.advance(coord, 3, 10, 1002);
+  expect(b.full(1002)).toBe(true);
+});

@@ -1,0 +1,228 @@
+// PostgreSQL source end to end: logical replication (pgoutput) from two source databases.
+import { expect, test } from "bun:test";
+import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import postgres, { type Sql } from "postgres";
+import { analyticsDb, config, ROOT, startPipeline, waitFor } from "./support/harness.ts";
+import { type PgCluster, sharedCluster, startCluster } from "./support/pg.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "cdc-sink-pgsrc-"));
+
+async function sources(pg: PgCluster) {
+  const ecomUrl = await pg.createDatabase("ecom");
+  const invUrl = await pg.createDatabase("inventory");
+  const ecom = postgres(ecomUrl, { max: 4, onnotice: () => {} });
+  const inv = postgres(invUrl, { max: 2, onnotice: () => {} });
+  await ecom.unsafe(readFileSync(`${ROOT}sql/ecom-ddl.sql`, "utf8"));
+  await inv.unsafe(readFileSync(`${ROOT}sql/inventory-ddl.sql`, "utf8"));
+  const analyticsUrl = await pg.createDatabase("analytics");
+  const analytics = await analyticsDb(analyticsUrl);
+  const n = Math.random().toString(36).slice(2, 8);
+  const toml = `
+[source]
+kind = "postgres"
+[postgres]
+url = "${analyticsUrl}"
+[http]
+enabled = false
+[[postgres_sources]]
+name = "ecom"
+url = "${ecomUrl}"
+slot = "s_ecom_${n}"
+[[postgres_sources]]
+name = "inventory"
+url = "${invUrl}"
+slot = "s_inv_${n}"
+[[mappings]]
+source = "ecom"
+source_table = "public.orders"
+table = "fact_orders"
+[[mappings]]
+source = "ecom"
+source_table = "public.order_items"
+table = "fact_order_items"
+[[mappings]]
+source = "ecom"
+source_table = "public.books"
+table = "dim_books"
+[[mappings]]
+source = "inventory"
+source_table = "public.inventory"
+table = "fact_inventory"
+`;
+  return { ecom, inv, analytics, toml, cfg: config(toml) };
+}
+
+const same = async (src: Sql, dst: Sql, q: string, timeoutMs = 30_000) => {
+  let a = "";
+  let b = "";
+  await waitFor(
+    `analytics to match the source for: ${q}`,
+    async () => {
+      a = JSON.stringify(await src.unsafe(q));
+      b = JSON.stringify(await dst.unsafe(q.replace(/\borders\b/, "fact_orders").replace(/\binventory\b/, "fact_inventory").replace(/\bbooks\b/, "dim_books")));
+      return a === b;
+    },
+    timeoutMs,
+  ).catch((e) => {
+    const A = JSON.parse(a) as unknown[];
+    const B = JSON.parse(b) as unknown[];
+    const bs = new Set(B.map((x) => JSON.stringify(x)));
+    const as = new Set(A.map((x) => JSON.stringify(x)));
+    const onlySource = A.filter((x) => !bs.has(JSON.stringify(x))).slice(0, 5);
+    const onlyAnalytics = B.filter((x) => !as.has(JSON.stringify(x))).slice(0, 5);
+    throw new Error(`${(e as Error).message}\n${A.length} source rows, ${B.length} analytics rows\nonly in source    ${JSON.stringify(onlySource)}\nonly in analytics ${JSON.stringify(onlyAnalytics)}`);
+  });
+};
+
+test("existing rows are snapshotted; inserts, updates and deletes in both databases follow", async () => {
+  const pg = await sharedCluster();
+  const { ecom, inv, analytics, cfg } = await sources(pg);
+  await ecom`INSERT INTO books (isbn, title, author, price, tags, attributes) VALUES ('1', 'Dune', 'Herbert', 9.99, '{sf}', '{"pages": 412}'), ('2', 'Emma', 'Austen', 5.5, '{}', '{}')`;
+  await ecom`INSERT INTO orders (customer_id, status, total_amount) VALUES (1, 'paid', 15.49)`;
+  await inv`INSERT INTO inventory (book_id, quantity) VALUES (1, 10), (2, 3)`;
+  const run = await startPipeline(cfg);
+  try {
+    await same(ecom, analytics, "SELECT id, title, price, tags, attributes FROM books ORDER BY id");
+    await same(inv, analytics, "SELECT book_id, quantity FROM inventory ORDER BY book_id");
+    const [o] = await ecom`INSERT INTO orders (customer_id, status, total_amount) VALUES (2, 'pending', 99.95) RETURNING id`;
+    await ecom`INSERT INTO order_items (order_id, book_id, quantity, unit_price) VALUES (${o!.id}, 1, 2, 9.99)`;
+    await ecom`UPDATE orders SET status = 'paid', updated_at = '2024-05-01T12:00:00.123456+02' WHERE id = ${o!.id}`;
+    await inv`UPDATE inventory SET quantity = quantity - 2 WHERE book_id = 1`;
+    await inv`DELETE FROM inventory WHERE book_id = 2`;
+    await ecom`DELETE FROM orders WHERE id = 1`;
+    await same(ecom, analytics, "SELECT id, customer_id, status, total_amount, currency, created_at, updated_at FROM orders ORDER BY id");
+    await same(inv, analytics, "SELECT book_id, quantity, reserved, warehouse, updated_at FROM inventory ORDER BY book_id");
+    expect((await analytics`SELECT count(*)::int AS n FROM fact_order_items`)[0]!.n).toBe(1);
+  } finally {
+    await run.stop();
+  }
+  await Promise.all([ecom.end(), inv.end(), analytics.end()]);
+}, 120_000);
+
+test("writes during the snapshot end consistent", async () => {
+  const pg = await sharedCluster();
+  const { ecom, inv, analytics, cfg } = await sources(pg);
+  await ecom.unsafe(`INSERT INTO books (isbn, title, author, price) SELECT g::text, 'b' || g, 'a', g % 100 FROM generate_series(1, 30000) g`);
+  let stop = false;
+  let writes = 0;
+  const writer = (async () => {
+    while (!stop) {
+      const id = 1 + Math.floor(Math.random() * 30000);
+      if (writes % 10 === 0) await ecom`DELETE FROM books WHERE id = ${id}`;
+      else if (writes % 10 === 1) await ecom`INSERT INTO books (isbn, title, author, price) VALUES (${"n" + writes}, 'new', 'a', 1)`;
+      else await ecom`UPDATE books SET price = price + 1, title = title || '+' WHERE id = ${id}`;
+      writes++;
+    }
+  })();
+  const run = await startPipeline(cfg);
+  try {
+    await new Promise((r) => setTimeout(r, 3000));
+    stop = true;
+    await writer;
+    await same(ecom, analytics, "SELECT id, title, price FROM books ORDER BY id", 60_000);
+  } finally {
+    await run.stop();
+  }
+  expect(writes).toBeGreaterThan(100);
+  await Promise.all([ecom.end(), inv.end(), analytics.end()]);
+}, 120_000);
+
+test("kill -9 and restart lose nothing and double nothing", async () => {
+  const pg = await sharedCluster();
+  const { ecom, inv, analytics, toml } = await sources(pg);
+  const file = join(dir, "kill.toml");
+  writeFileSync(file, toml);
+  let stop = false;
+  const writer = (async () => {
+    let i = 0;
+    while (!stop) {
+      await ecom.begin(async (tx) => {
+        const [o] = await tx`INSERT INTO orders (customer_id, status, total_amount) VALUES (${i}, 'paid', ${i % 1000}) RETURNING id`;
+        if (i % 3 === 0) await tx`UPDATE orders SET status = 'shipped' WHERE id = ${o!.id - 1}`;
+        if (i % 7 === 0) await tx`DELETE FROM orders WHERE id = ${o!.id - 2}`;
+      });
+      i++;
+    }
+  })();
+  for (let round = 0; round < 3; round++) {
+    const p = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, "--config", file], { stdout: "ignore", stderr: "ignore" });
+    await new Promise((r) => setTimeout(r, 1500 + Math.random() * 2000));
+    p.kill(9);
+    await p.exited;
+  }
+  stop = true;
+  await writer;
+  const p = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, "--config", file], { stdout: "ignore", stderr: "ignore" });
+  try {
+    await same(ecom, analytics, "SELECT id, customer_id, status, total_amount FROM orders ORDER BY id", 60_000);
+  } finally {
+    p.kill("SIGTERM");
+    expect(await p.exited).toBe(0);
+  }
+  await Promise.all([ecom.end(), inv.end(), analytics.end()]);
+}, 180_000);
+
+test("a source restart mid-stream recovers", async () => {
+  const src = await startCluster();
+  const pg = await sharedCluster();
+  const ecomUrl = await src.createDatabase("ecom");
+  const ecom = postgres(ecomUrl, { max: 1, onnotice: () => {} });
+  await ecom.unsafe(readFileSync(`${ROOT}sql/ecom-ddl.sql`, "utf8"));
+  const analytics = await analyticsDb(await pg.createDatabase("analytics"));
+  const cfg = config(`
+[source]
+kind = "postgres"
+[postgres]
+url = "${analytics.options.host[0] ? `postgres://postgres@127.0.0.1:${pg.port}/${analytics.options.database}` : ""}"
+[[postgres_sources]]
+name = "ecom"
+url = "${ecomUrl}"
+[[mappings]]
+source = "ecom"
+source_table = "public.orders"
+table = "fact_orders"
+`);
+  const run = await startPipeline(cfg);
+  try {
+    await ecom`INSERT INTO orders (customer_id) SELECT g FROM generate_series(1, 100) g`;
+    await same(ecom, analytics, "SELECT id, customer_id FROM orders ORDER BY id");
+    await ecom.end();
+    src.stop();
+    await new Promise((r) => setTimeout(r, 1000));
+    src.start();
+    const ecom2 = postgres(ecomUrl, { max: 1, onnotice: () => {} });
+    await ecom2`INSERT INTO orders (customer_id) SELECT g FROM generate_series(101, 200) g`;
+    await ecom2`DELETE FROM orders WHERE customer_id <= 10`;
+    await same(ecom2, analytics, "SELECT id, customer_id FROM orders ORDER BY id", 60_000);
+    await ecom2.end();
+  } finally {
+    await run.stop();
+    src.kill();
+  }
+  await analytics.end();
+}, 120_000);
+
+test("wal_level not logical gives a clear error", async () => {
+  const src = await startCluster({ settings: { wal_level: "replica" } });
+  const ecomUrl = await src.createDatabase("ecom");
+  const ecom = postgres(ecomUrl, { max: 1, onnotice: () => {} });
+  await ecom.unsafe(readFileSync(`${ROOT}sql/ecom-ddl.sql`, "utf8"));
+  await ecom.end();
+  const pg = await sharedCluster();
+  const analyticsUrl = await pg.createDatabase("analytics");
+  await (await analyticsDb(analyticsUrl)).end();
+  const file = join(dir, "replica.toml");
+  writeFileSync(file, `[source]\nkind = "postgres"\n[postgres]\nurl = "${analyticsUrl}"\n[http]\nenabled = false\n[[postgres_sources]]\nname = "ecom"\nurl = "${ecomUrl}"\n[[mappings]]\nsource = "ecom"\nsource_table = "public.orders"\ntable = "fact_orders"\n`);
+  try {
+    for (const cmd of ["check", "run"]) {
+      const p = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, cmd, "--config", file], { stdout: "pipe", stderr: "pipe" });
+      expect(await p.exited).not.toBe(0);
+      const text = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
+      expect(text).toContain("wal_level is replica: set wal_level = logical");
+    }
+  } finally {
+    src.kill();
+  }
+}, 60_000);
