@@ -56,7 +56,7 @@ test("an update with unchanged-TOAST columns merges with the pending change of i
 });
 
 test("a truncate drops what is pending for its table; limits decide when the batch is full or due", () => {
-  const b = new Batch({ maxEvents: 3, maxBytes: 1 << 20, maxLatencyMs: 50 });
+  const b = new Batch({ maxEvents: 5, maxBytes: 1 << 20, maxLatencyMs: 50 });
   b.add(up(1, 10, 1, { a: "1" }), 1000);
   b.add({ ...del(0, 11, 1), kind: Kind.Truncate, key: [], keyId: "" }, 1000);
   b.add(up(2, 12, 1, { a: "2" }), 1000);
@@ -66,7 +66,9 @@ test("a truncate drops what is pending for its table; limits decide when the bat
   expect(b.full(1000)).toBe(false);
   expect(b.due(1049)).toBe(false);
   expect(b.due(1050)).toBe(true);
-  b.advance(coord, 2, 10, 1001);
-  b.advance(coord, 3, 10, 1002);
+  for (let i = 2; i <= 4; i++) b.advance(coord, i, 10, 1001);
+  expect(b.full(1001)).toBe(false);
+  b.advance(coord, 5, 10, 1002);
   expect(b.full(1002)).toBe(true);
+  expect(b.positions.get("s\u0000p")).toEqual({ stream: "s", part: "p", first: 0, next: 5 });
 });
