@@ -241,7 +241,7 @@ async function run(config: Config, log: Logger): Promise<number> {
   if (config.source.kind === "kafka") {
     source = createKafkaSource({ config: config.kafka!, targets, applier, metrics, log });
   } else {
-    source = createPgSource({ config, targets, applier, metrics, log });
+    source = createPgSource({ config, targets, applier, analytics: sql, metrics, log });
   }
   pipeline = createPipeline({
     source,

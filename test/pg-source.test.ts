@@ -226,3 +226,53 @@ test("wal_level not logical gives a clear error", async () => {
     src.kill();
   }
 }, 60_000);
+
+test("a column added at the source is ignored by default, and added to analytics where configured", async () => {
+  const pg = await sharedCluster();
+  for (const mode of ["ignore", "add"] as const) {
+    const { ecom, inv, analytics, toml } = await sources(pg);
+    const cfg = config(toml.replace('name = "ecom"', `name = "ecom"\nnew_columns = "${mode}"`));
+    await ecom`INSERT INTO books (isbn, title, author, price) VALUES ('1', 'Dune', 'Herbert', 9.99)`;
+    const run = await startPipeline(cfg);
+    try {
+      await same(ecom, analytics, "SELECT id, title FROM books ORDER BY id");
+      await ecom`ALTER TABLE books ADD COLUMN subtitle text, ADD COLUMN pages integer`;
+      await ecom`INSERT INTO books (isbn, title, author, price, subtitle, pages) VALUES ('2', 'Emma', 'Austen', 5, 'A Novel', 474)`;
+      await ecom`UPDATE books SET title = 'Dune!' WHERE id = 1`;
+      await same(ecom, analytics, "SELECT id, title FROM books ORDER BY id");
+    } finally {
+      await run.stop();
+    }
+    const cols = (await analytics`SELECT column_name FROM information_schema.columns WHERE table_name = 'dim_books' AND column_name IN ('subtitle', 'pages') ORDER BY 1`).map((r) => r.column_name);
+    if (mode === "ignore") expect(cols).toEqual([]);
+    else {
+      expect(cols).toEqual(["pages", "subtitle"]);
+      expect((await analytics`SELECT subtitle, pages FROM dim_books WHERE id = 2`).map((r) => ({ ...r }))).toEqual([{ subtitle: "A Novel", pages: 474 }]);
+    }
+    await Promise.all([ecom.end(), inv.end(), analytics.end()]);
+  }
+}, 120_000);
+
+test("TRUNCATE follows the per-table setting", async () => {
+  const pg = await sharedCluster();
+  const { ecom, inv, analytics, toml } = await sources(pg);
+  const cfg = config(toml.replace('table = "fact_inventory"', 'table = "fact_inventory"\ntruncate = "truncate"'));
+  await inv`INSERT INTO inventory (book_id, quantity) VALUES (1, 1), (2, 2)`;
+  await ecom`INSERT INTO orders (customer_id) VALUES (1), (2)`;
+  const run = await startPipeline(cfg);
+  try {
+    await same(inv, analytics, "SELECT book_id, quantity FROM inventory ORDER BY book_id");
+    await same(ecom, analytics, "SELECT id FROM orders ORDER BY id");
+    await inv`TRUNCATE inventory`;
+    await inv`INSERT INTO inventory (book_id, quantity) VALUES (3, 3)`;
+    await ecom`TRUNCATE orders CASCADE`;
+    await ecom`INSERT INTO orders (customer_id) VALUES (9)`;
+    await same(inv, analytics, "SELECT book_id, quantity FROM inventory ORDER BY book_id");
+    await waitFor("order 3", async () => (await analytics`SELECT 1 FROM fact_orders WHERE id = 3`).length === 1);
+  } finally {
+    await run.stop();
+  }
+  // fact_orders keeps its rows: its mapping ignores truncates (the default)
+  expect((await analytics`SELECT id::int FROM fact_orders ORDER BY id`).map((r) => r.id)).toEqual([1, 2, 3]);
+  await Promise.all([ecom.end(), inv.end(), analytics.end()]);
+}, 120_000);

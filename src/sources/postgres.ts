@@ -22,7 +22,8 @@ import { errorInfo, type Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Source } from "../pipeline.ts";
 import type { Applier, ApplyResult } from "../sink/apply.ts";
-import { quoteIdent } from "../sink/schema.ts";
+import { introspectTable, quoteIdent } from "../sink/schema.ts";
+import { resolveTarget } from "../sink/targets.ts";
 
 const QUEUE_HIGH = 20_000;
 const QUEUE_LOW = 5_000;
@@ -78,12 +79,15 @@ class SlotReader {
   lastWalEnd = 0n;
   wake: (() => void) | undefined;
   warnedColumns = new Set<string>();
+  /** source columns to add to analytics before anything after their relation message is read */
+  pendingColumns: Array<{ target: Target; name: string; typeOid: number; typmod: number }> = [];
   walTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     readonly cfg: PgSourceConfig,
     targets: Target[],
     readonly applier: Applier,
+    readonly analytics: Sql,
     readonly metrics: Metrics,
     readonly log: Logger,
   ) {
@@ -268,7 +272,7 @@ class SlotReader {
   drain(batch: Batch, max: number): number {
     let n = 0;
     const now = Date.now();
-    while (n < max && this.queue.length) {
+    while (n < max && this.queue.length && !this.pendingColumns.length) {
       const item = this.queue.shift()!;
       n++;
       if (item.kind === "row") this.addSnapshotRow(batch, item.target, item.values, now);
@@ -315,9 +319,13 @@ class SlotReader {
         this.relations.set(m.relation.oid, { rel: m.relation, target });
         if (target) {
           const unknown = m.relation.columns.filter((c) => !target.columns.has(c.name) && !this.warnedColumns.has(`${target.table.name}.${c.name}`));
+          const allowed = (name: string) => !target.mapping.columns || target.mapping.columns.includes(name);
           for (const c of unknown) {
             this.warnedColumns.add(`${target.table.name}.${c.name}`);
-            this.log.warn("source column has no analytics column; ignored", { source: this.cfg.name, table: `${m.relation.schema}.${m.relation.table}`, column: c.name, target: target.table.name });
+            if (this.cfg.new_columns === "add" && allowed(c.name) && !target.table.columns.has(target.mapping.rename[c.name] ?? c.name))
+              this.pendingColumns.push({ target, name: c.name, typeOid: c.typeOid, typmod: c.typmod });
+            else
+              this.log.warn("source column has no analytics column; ignored", { source: this.cfg.name, table: `${m.relation.schema}.${m.relation.table}`, column: c.name, target: target.table.name });
           }
         }
         return;
@@ -371,6 +379,20 @@ class SlotReader {
     }
   }
 
+  /** new_columns = "add": adds the source's new columns to the analytics table, with the source's type. */
+  async addPendingColumns(): Promise<void> {
+    while (this.pendingColumns.length) {
+      const { target, name, typeOid, typmod } = this.pendingColumns[0]!;
+      const [{ type }] = (await this.admin`SELECT format_type(${typeOid}::oid, ${typmod}::int) AS type`) as unknown as [{ type: string }];
+      const column = target.mapping.rename[name] ?? name;
+      await this.analytics.unsafe(`ALTER TABLE ${target.table.ident} ADD COLUMN IF NOT EXISTS ${quoteIdent(column)} ${type}`);
+      Object.assign(target, resolveTarget(target.mapping, await introspectTable(this.analytics, target.table.name)));
+      this.applier.invalidate(target);
+      this.log.info("source column added to analytics", { source: this.cfg.name, table: target.table.name, column, type });
+      this.pendingColumns.shift();
+    }
+  }
+
   acknowledge(result: ApplyResult): void {
     const p = result.positions.get(`${this.stream}\u0000${this.cfg.name}`);
     if (p && BigInt(p.next) > this.lastAcked) this.lastAcked = BigInt(p.next);
@@ -387,10 +409,21 @@ class SlotReader {
   }
 }
 
-export function createPgSource(deps: { config: Config; targets: Target[]; applier: Applier; metrics: Metrics; log: Logger }): Source {
+export function createPgSource(deps: { config: Config; targets: Target[]; applier: Applier; analytics: Sql; metrics: Metrics; log: Logger }): Source {
   const readers = deps.config.postgres_sources.map(
-    (s) => new SlotReader(s, deps.targets.filter((t) => t.mapping.source === s.name), deps.applier, deps.metrics, deps.log.child({ source: s.name })),
+    (s) => new SlotReader(s, deps.targets.filter((t) => t.mapping.source === s.name), deps.applier, deps.analytics, deps.metrics, deps.log.child({ source: s.name })),
   );
+  const drain = async (batch: Batch, max: number) => {
+    let n = 0;
+    for (const r of readers) {
+      n += r.drain(batch, max - n);
+      if (r.pendingColumns.length) {
+        await r.addPendingColumns();
+        n += r.drain(batch, max - n);
+      }
+    }
+    return n;
+  };
   const maxPerRead = deps.config.batch.max_events;
   return {
     kind: "postgres",
@@ -398,8 +431,7 @@ export function createPgSource(deps: { config: Config; targets: Target[]; applie
       for (const r of readers) await r.start();
     },
     async read(batch: Batch, waitMs: number): Promise<number> {
-      let n = 0;
-      for (const r of readers) n += r.drain(batch, maxPerRead - n);
+      let n = await drain(batch, maxPerRead);
       if (n || waitMs <= 0) return n;
       await new Promise<void>((resolve) => {
         const t = setTimeout(done, waitMs);
@@ -410,7 +442,7 @@ export function createPgSource(deps: { config: Config; targets: Target[]; applie
         }
         for (const r of readers) r.wake = done;
       });
-      for (const r of readers) n += r.drain(batch, maxPerRead - n);
+      n += await drain(batch, maxPerRead);
       return n;
     },
     async committed(result: ApplyResult) {

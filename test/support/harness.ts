@@ -79,7 +79,7 @@ export async function startPipeline(cfg: Config, opts: { verbose?: boolean } = {
   const source =
     cfg.source.kind === "kafka"
       ? createKafkaSource({ config: cfg.kafka!, targets, applier, metrics, log })
-      : createPgSource({ config: cfg, targets, applier, metrics, log });
+      : createPgSource({ config: cfg, targets, applier, analytics: sql, metrics, log });
   const pipeline = createPipeline({
     source,
     applier,
