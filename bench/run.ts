@@ -4,6 +4,7 @@ const name = process.argv[2];
 const benches: Record<string, () => Promise<unknown>> = {
   "kafka-consume": () => import("./kafka-consume.ts").then((m) => m.run()),
   "kafka-sink": () => import("./kafka-sink.ts").then((m) => m.run()),
+  "pg-source": () => import("./pg-source.ts").then((m) => m.run()),
 };
 if (!name || !benches[name]) {
   console.error(`usage: bun run bench -- <${Object.keys(benches).join("|")}>`);
