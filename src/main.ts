@@ -12,7 +12,7 @@ import { createApplier } from "./sink/apply.ts";
 import { ensureStateTables, SchemaError } from "./sink/schema.ts";
 import { loadTargets } from "./sink/targets.ts";
 import { createKafkaSource } from "./sources/kafka.ts";
-import { createPgSource, sourceProblems } from "./sources/postgres.ts";
+import { createPgSource, slotState, sourceProblems } from "./sources/postgres.ts";
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 64, CONFIG: 78 } as const;
 
@@ -132,6 +132,7 @@ async function check(config: Config, out: (s: string) => void): Promise<number> 
       const found = await sourceProblems(admin, tables);
       for (const f of found) problems.push(`source ${s.name}: ${f}`);
       if (!found.length) out(`ok   source ${s.name}: wal_level logical, replication allowed, ${tables.length} tables with a replica identity`);
+      for (const line of await slotState(admin, s)) out(`info source ${s.name}: ${line}`);
     } catch (e) {
       problems.push(`source ${s.name}: ${(e as Error).message}`);
     } finally {

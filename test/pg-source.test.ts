@@ -276,3 +276,26 @@ test("TRUNCATE follows the per-table setting", async () => {
   expect((await analytics`SELECT id::int FROM fact_orders ORDER BY id`).map((r) => r.id)).toEqual([1, 2, 3]);
   await Promise.all([ecom.end(), inv.end(), analytics.end()]);
 }, 120_000);
+
+test("check reports the source's readiness, slot and publication, and the analytics tables", async () => {
+  const pg = await sharedCluster();
+  const { ecom, inv, analytics, toml } = await sources(pg);
+  const file = join(dir, "check.toml");
+  writeFileSync(file, toml);
+  const runCheck = async () => {
+    const p = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, "check", "--config", file], { stdout: "pipe", stderr: "pipe" });
+    return { code: await p.exited, out: await new Response(p.stdout).text() };
+  };
+  const first = await runCheck();
+  expect(first.code).toBe(0);
+  expect(first.out).toContain("ok   source ecom: wal_level logical");
+  expect(first.out).toMatch(/slot s_ecom_\w+: missing, created on first run/);
+  expect(first.out).toContain("ok   table fact_orders (key id;");
+  await ecom`ALTER TABLE orders REPLICA IDENTITY NOTHING`;
+  await analytics`ALTER TABLE fact_inventory DROP COLUMN _cdc_lsn`;
+  const second = await runCheck();
+  expect(second.code).toBe(1);
+  expect(second.out).toContain("FAIL source ecom: public.orders has REPLICA IDENTITY NOTHING: deletes carry no key (ALTER TABLE public.orders REPLICA IDENTITY DEFAULT)");
+  expect(second.out).toContain('FAIL fact_inventory: missing bookkeeping column _cdc_lsn (ALTER TABLE "fact_inventory" ADD COLUMN _cdc_lsn bigint)');
+  await Promise.all([ecom.end(), inv.end(), analytics.end()]);
+}, 60_000);

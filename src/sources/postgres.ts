@@ -58,6 +58,20 @@ export async function sourceProblems(admin: Sql, tables: string[]): Promise<stri
   return out;
 }
 
+/** What `check` reports about a source's slot and publication (created on first run when missing). */
+export async function slotState(admin: Sql, c: PgSourceConfig): Promise<string[]> {
+  const slot = c.slot ?? `cdc_sink_${c.name}`;
+  const publication = c.publication ?? `cdc_sink_${c.name}`;
+  const out: string[] = [];
+  const [s] = await admin`SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained, wal_status
+    FROM pg_replication_slots WHERE slot_name = ${slot}`;
+  out.push(s ? `slot ${slot}: ${s.active ? "active" : "inactive"}, retains ${s.retained} bytes of WAL (${s.wal_status})` : `slot ${slot}: missing, created on first run`);
+  const tables = await admin`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = ${publication} ORDER BY 1`;
+  const [p] = await admin`SELECT 1 FROM pg_publication WHERE pubname = ${publication}`;
+  out.push(p ? `publication ${publication}: ${tables.map((r) => r.t).join(", ") || "no tables"}` : `publication ${publication}: missing, created on first run`);
+  return out;
+}
+
 class SlotReader {
   readonly stream: string;
   readonly slot: string;
