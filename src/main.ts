@@ -184,7 +184,7 @@ async function run(config: Config, log: Logger): Promise<number> {
             const r: string[] = [];
             if (stopping) r.push("draining (shutdown in progress)");
             if (!source?.ready()) r.push(config.source.kind === "kafka" ? "no partitions assigned" : "replication not streaming");
-            if (!pipeline?.databaseUp) r.push(`analytics database not reachable${pipeline?.lastError ? `: ${pipeline.lastError}` : ""}`);
+            if (metrics.dbUp.value() !== 1) r.push(`analytics database not reachable${pipeline?.lastError ? `: ${pipeline.lastError}` : ""}`);
             return r;
           },
         }),

@@ -36,7 +36,7 @@ export class Stopped extends Error {
 export function createPipeline(deps: PipelineDeps) {
   const { source, applier, metrics, log } = deps;
   let stopping = false;
-  let dbUp = false;
+  let dbUp = true;
   let wake: (() => void) | undefined;
   let lastApplyError: string | undefined;
 
@@ -115,9 +115,6 @@ export function createPipeline(deps: PipelineDeps) {
   }
 
   return {
-    get databaseUp() {
-      return dbUp;
-    },
     get lastError() {
       return lastApplyError;
     },

@@ -1,0 +1,30 @@
+# cdc-sink: built on Debian bookworm with Bun, run on distroless as a non-root user.
+FROM debian:bookworm-slim AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      nodejs npm g++ make pkg-config librdkafka-dev ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY native native
+RUN native/build.sh
+COPY tsconfig.json bunfig.toml ./
+COPY src src
+RUN node_modules/.bin/bun run build
+# the addon's shared libraries that the distroless base lacks (librdkafka and its dependencies)
+COPY scripts/runtime-libs.sh scripts/
+RUN mkdir -p /out/lib /out/tmp \
+ && scripts/runtime-libs.sh native/build/cdc_kafka.node | xargs -r -I{} cp -L {} /out/lib/ \
+ && chmod 1777 /out/tmp
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/lib/ /usr/lib/x86_64-linux-gnu/
+# the compiled binary extracts its embedded addon to a temporary directory at start
+COPY --from=build --chown=65532:65532 /out/tmp /tmp
+COPY --from=build /src/dist/cdc-sink /usr/local/bin/cdc-sink
+ENV TMPDIR=/tmp
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/cdc-sink"]
+CMD ["run", "--config", "/etc/cdc-sink/sink.toml"]

@@ -1,0 +1,42 @@
+// README's configuration reference names every key the valibot schema accepts, and every metric.
+import { expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { ConfigSchema } from "../src/config.ts";
+import { createMetrics } from "../src/metrics.ts";
+import { ROOT } from "./support/harness.ts";
+
+const readme = readFileSync(`${ROOT}README.md`, "utf8");
+
+type Node = { type: string; entries?: Record<string, Node>; wrapped?: Node; pipe?: Node[]; item?: Node };
+function keys(node: Node, path: string, out: string[]): void {
+  if (node.type === "optional" && node.wrapped) return keys(node.wrapped, path, out);
+  if (node.pipe && node.pipe[0] !== node) return keys(node.pipe[0]!, path, out);
+  if (node.type === "array" && node.item) return keys(node.item, path, out);
+  if (node.entries)
+    for (const [k, child] of Object.entries(node.entries)) {
+      out.push(path ? `${path}.${k}` : k);
+      keys(child, path ? `${path}.${k}` : k, out);
+    }
+}
+
+test("every config key is documented in README's configuration reference", () => {
+  const all: string[] = [];
+  keys(ConfigSchema as unknown as Node, "", all);
+  expect(all).toContain("mappings.delete_mode");
+  expect(all).toContain("postgres_sources.new_columns");
+  const section = readme.slice(readme.indexOf("### Configuration"), readme.indexOf("### HTTP"));
+  const missing = all.filter((k) => {
+    const parts = k.split(".");
+    const name = parts[parts.length - 1]!;
+    return parts.length === 1 ? !section.includes(`[${name}]`) && !section.includes(`[[${name}]]`) : !section.includes(`\`${name}\``);
+  });
+  expect(missing).toEqual([]);
+});
+
+test("every metric is documented in README", () => {
+  const m = createMetrics();
+  const names = [...m.registry.render().matchAll(/^# TYPE (cdc_sink_\S+)/gm)].map((x) => x[1]!);
+  expect(names.length).toBeGreaterThan(10);
+  const missing = names.filter((n) => !readme.includes(`\`${n.replace(/^cdc_sink_/, "")}`));
+  expect(missing).toEqual([]);
+});
