@@ -246,3 +246,35 @@ test("a poison message goes to the dead-letter table and the rest is applied", a
   expect(run.metrics.deadLetters.value({ table: "fact_orders", reason: "decode" })).toBe(3);
   await sql.end();
 }, 120_000);
+
+test("bounded memory: batches respect their limits, and a blocked database stops the reading", async () => {
+  const { sql, topics, cfg: base } = await setup("[batch]\nmax_events = 200\nmax_latency_ms = 20");
+  const cfg = { ...base, kafka: { ...base.kafka!, fetch_max_messages: 100 } };
+  const clock = newClock();
+  const msgs = Array.from({ length: 3000 }, (_, i) => ({ key: keyOf(i), value: envelope(clock, "orders", "c", { after: { id: i, status: "paid", total_amount: 1 } }) }));
+  await send(topics.orders, msgs);
+  // hold the table: the first apply blocks on the lock
+  const blocker = await sql.reserve();
+  await blocker`BEGIN`;
+  await blocker`LOCK TABLE fact_orders IN ACCESS EXCLUSIVE MODE`;
+  const run = await startPipeline(cfg);
+  try {
+    await waitFor("reading to start", async () => run.metrics.eventsConsumed.value({ topic: topics.orders }) > 0);
+    await new Promise((r) => setTimeout(r, 1500));
+    // one batch blocked in apply, at most one more read ahead of it: nothing else is buffered
+    const consumed = run.metrics.eventsConsumed.value({ topic: topics.orders });
+    expect(consumed).toBeLessThanOrEqual(2 * 200 + 100);
+    await blocker`ROLLBACK`;
+    blocker.release();
+    await waitFor("all rows", async () => (await sql`SELECT count(*)::int AS n FROM fact_orders`)[0]!.n === 3000);
+  } finally {
+    await run.stop();
+  }
+  const hist = run.metrics.batchSize.render();
+  const total = Number(/cdc_sink_batch_size_events_count (\d+)/.exec(hist)![1]);
+  const upTo500 = Number(/cdc_sink_batch_size_events_bucket\{le="500"\} (\d+)/.exec(hist)![1]);
+  expect(total).toBeGreaterThanOrEqual(3000 / 300);
+  expect(upTo500).toBe(total);
+  expect(Number(/cdc_sink_batch_size_events_sum (\d+)/.exec(hist)![1])).toBe(3000);
+  await sql.end();
+}, 120_000);

@@ -95,6 +95,10 @@ test("existing rows are snapshotted; inserts, updates and deletes in both databa
     await same(ecom, analytics, "SELECT id, customer_id, status, total_amount, currency, created_at, updated_at FROM orders ORDER BY id");
     await same(inv, analytics, "SELECT book_id, quantity, reserved, warehouse, updated_at FROM inventory ORDER BY book_id");
     expect((await analytics`SELECT count(*)::int AS n FROM fact_order_items`)[0]!.n).toBe(1);
+    const metrics = run.metrics.registry.render();
+    expect(metrics).toMatch(/cdc_sink_replication_slot_retained_wal_bytes\{slot="s_ecom_\w+"\} \d+/);
+    expect(metrics).toMatch(/cdc_sink_replication_slot_retained_wal_bytes\{slot="s_inv_\w+"\} \d+/);
+    expect(metrics).toContain("cdc_sink_source_connected 1");
   } finally {
     await run.stop();
   }
