@@ -46,6 +46,7 @@ export async function run() {
       "queued.max.messages.kbytes": 262144,
       "fetch.max.bytes": 104857600,
       "max.partition.fetch.bytes": 8388608,
+      "fetch.error.backoff.ms": 10,
     });
     c.subscribe([topic]);
     let got = 0;

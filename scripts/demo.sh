@@ -51,37 +51,12 @@ psql "$(url analytics)" -Xq -v ON_ERROR_STOP=1 -f sql/analytics-ddl.sql || exit 
 echo "demo: created ecom, inventory and analytics, loaded sample data"
 
 http_port=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-cat > "$demo/sink.toml" <<TOML
-[source]
-kind = "postgres"
-[postgres]
-url = "$(url analytics)"
-[http]
-listen = "127.0.0.1:$http_port"
-[[postgres_sources]]
-name = "ecom"
-url = "$(url ecom)"
-[[postgres_sources]]
-name = "inventory"
-url = "$(url inventory)"
-[[mappings]]
-source = "ecom"
-source_table = "public.orders"
-table = "fact_orders"
-[[mappings]]
-source = "ecom"
-source_table = "public.order_items"
-table = "fact_order_items"
-[[mappings]]
-source = "ecom"
-source_table = "public.books"
-table = "dim_books"
-delete_mode = "soft"
-[[mappings]]
-source = "inventory"
-source_table = "public.inventory"
-table = "fact_inventory"
-TOML
+# the PostgreSQL-mode template, pointed at this cluster
+sed -e "s#postgres://cdc_sink@analytics-db:5432/analytics#$(url analytics)#" \
+    -e "s#postgres://cdc_sink@ecom-db:5432/ecom#$(url ecom)#" \
+    -e "s#postgres://cdc_sink@inventory-db:5432/inventory#$(url inventory)#" \
+    -e "s#^listen = .*#listen = \"127.0.0.1:$http_port\"#" \
+    sink.postgres.toml >"$demo/sink.toml"
 
 bun src/main.ts run --config "$demo/sink.toml" 2>"$demo/cdc-sink.log" &
 sink_pid=$!

@@ -19,6 +19,14 @@ test("the example sink.toml is valid, with defaults filled in and the secret rea
   expect(r.config.batch.max_latency_ms).toBe(50);
 });
 
+test("the PostgreSQL-mode template sink.postgres.toml is valid", () => {
+  const r = parseConfig(readFileSync(new URL("../sink.postgres.toml", import.meta.url), "utf8"));
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  expect(r.config.source.kind).toBe("postgres");
+  expect(r.config.postgres_sources.map((s) => s.name)).toEqual(["ecom", "inventory"]);
+  expect(r.config.mappings.map((m) => `${m.source}:${m.source_table}`)).toEqual(["ecom:public.orders", "ecom:public.order_items", "ecom:public.books", "inventory:public.inventory"]);
+});
+
 test("CDC_SINK_* variables override file values, typed as TOML values", () => {
   const r = parseConfig(withSecret, { env: { CDC_SINK_KAFKA_GROUP_ID: "other", CDC_SINK_BATCH_MAX_EVENTS: "100", CDC_SINK_POSTGRES_URL: "postgres://x@y/z" } });
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
