@@ -107,20 +107,14 @@ async function check(config: Config, out: (s: string) => void): Promise<number> 
       "socket.timeout.ms": 5000,
     });
     try {
+      const topics = new Map((await c.listTopics(5000)).map((t) => [t.topic, t]));
       for (const m of config.mappings) {
-        try {
-          const w = await c.watermarks(m.topic!, 0, 5000);
-          out(`ok   topic ${m.topic} (partition 0: ${w.high - w.low} messages)`);
-        } catch (e) {
-          const code = (e as { code?: string }).code;
-          problems.push(
-            code === "ERR_UNKNOWN_TOPIC_OR_PART"
-              ? `topic ${m.topic} does not exist (is the Debezium connector registered? scripts/register-connectors.sh)`
-              : `broker ${config.kafka.bootstrap_servers}: ${(e as Error).message}`,
-          );
-          if (code !== "ERR_UNKNOWN_TOPIC_OR_PART") break;
-        }
+        const t = topics.get(m.topic!);
+        if (!t || t.error) problems.push(`topic ${m.topic} does not exist (is the Debezium connector registered? scripts/register-connectors.sh)`);
+        else out(`ok   topic ${m.topic} (${t.partitions} partitions)`);
       }
+    } catch (e) {
+      problems.push(`broker ${config.kafka.bootstrap_servers}: ${(e as Error).message}`);
     } finally {
       await c.close();
     }

@@ -156,3 +156,23 @@ test("PostgreSQL stopped for 10 s mid-stream: the sink retries, catches up, lose
     pg.kill();
   }
 }, 180_000);
+
+test("check reaches the brokers and the analytics database, and names what is missing", async () => {
+  const pg = await sharedCluster();
+  const url = await pg.createDatabase("check");
+  const sql = await analyticsDb(url);
+  const good = writeConfig("check-good", sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: "check" }));
+  const ok = spawnSink(["check", "--config", good], "pipe");
+  expect(await ok.exited).toBe(0);
+  const okOut = await new Response(ok.stdout).text();
+  expect(okOut).toContain(`ok   topic ${TOPICS.orders}`);
+  expect(okOut).toContain("ok   table fact_inventory (key book_id;");
+  await sql`DROP TABLE fact_order_items CASCADE`;
+  await sql.end();
+  const bad = writeConfig("check-bad", sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: "check" }).replace(`"${TOPICS.books}"`, '"no.such.topic"'));
+  const p = spawnSink(["check", "--config", bad], "pipe");
+  expect(await p.exited).toBe(1);
+  const out = await new Response(p.stdout).text();
+  expect(out).toContain("FAIL topic no.such.topic does not exist");
+  expect(out).toContain("FAIL table fact_order_items does not exist in the analytics database");
+}, 60_000);

@@ -201,6 +201,9 @@ export const cases: Array<[string, () => Promise<void>]> = [
       assert.equal(first.length, 20);
       assert.deepEqual(c.assignment().map((p) => [p.topic, p.partition]), [["t6", 0]]);
       assert.deepEqual(await c.watermarks("t6", 0), { low: 0, high: 20 });
+      const topics = await c.listTopics();
+      assert.equal(topics.find((t) => t.topic === "t6")?.partitions, 1);
+      assert.equal(topics.find((t) => t.topic === "never-created"), undefined);
       await c.seek([{ topic: "t6", partition: 0, offset: 15 }]);
       const again = await drain(c, 5, 10_000);
       assert.deepEqual(again.map((g) => g.offset), [15, 16, 17, 18, 19]);

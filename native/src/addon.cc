@@ -546,6 +546,7 @@ class Consumer : public Wrapped<Consumer> {
                         InstanceMethod("position", &Consumer::Position),
                         InstanceMethod("queryWatermarks", &Consumer::QueryWatermarks),
                         InstanceMethod("cachedWatermarks", &Consumer::CachedWatermarks),
+                        InstanceMethod("listTopics", &Consumer::ListTopics),
                         InstanceMethod("stats", &Consumer::Stats),
                         InstanceMethod("events", &Consumer::Events),
                         InstanceMethod("memberId", &Consumer::MemberId),
@@ -692,6 +693,35 @@ class Consumer : public Wrapped<Consumer> {
           o.Set("low", (double)t.lo);
           o.Set("high", (double)t.hi);
           return o;
+        });
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+  // Metadata for all topics: asks about none by name, so nothing gets auto-created.
+  Napi::Value ListTopics(const Napi::CallbackInfo &info) {
+    CheckOpen(info.Env());
+    int timeout = info[0].As<Napi::Number>().Int32Value();
+    auto *w = new TaskWorker(
+        info.Env(), h_,
+        [timeout](TaskWorker &t) {
+          const rd_kafka_metadata_t *md = nullptr;
+          t.err = rd_kafka_metadata(t.h->rk, 1, nullptr, &md, timeout);
+          if (t.err) return;
+          for (int i = 0; i < md->topic_cnt; i++)
+            t.parts.push_back({md->topics[i].topic, md->topics[i].partition_cnt, 0, (int)md->topics[i].err});
+          rd_kafka_metadata_destroy(md);
+        },
+        [](Napi::Env env, TaskWorker &t) -> Napi::Value {
+          Napi::Array arr = Napi::Array::New(env, t.parts.size());
+          for (size_t i = 0; i < t.parts.size(); i++) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("topic", t.parts[i].topic);
+            o.Set("partitions", t.parts[i].partition);
+            if (t.parts[i].err) o.Set("error", ErrName((rd_kafka_resp_err_t)t.parts[i].err));
+            arr[i] = o;
+          }
+          return arr;
         });
     Napi::Promise p = w->Promise();
     w->Queue();

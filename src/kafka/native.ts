@@ -147,6 +147,7 @@ interface NativeConsumer {
   position(tps: TopicPartition[]): TopicPartitionOffset[];
   queryWatermarks(topic: string, partition: number, timeoutMs: number): Promise<{ low: number; high: number }>;
   cachedWatermarks(topic: string, partition: number): { low: number; high: number };
+  listTopics(timeoutMs: number): Promise<Array<{ topic: string; partitions: number; error?: string }>>;
   stats(): string | null;
   events(): ClientEvents;
   memberId(): string | null;
@@ -372,6 +373,10 @@ export class KafkaConsumer {
   }
   cachedWatermarks(topic: string, partition: number): { low: number; high: number } {
     return callSync(() => this.#c.cachedWatermarks(topic, partition));
+  }
+  /** Every topic the cluster has, with its partition count (creates nothing). */
+  listTopics(timeoutMs = 5000): Promise<Array<{ topic: string; partitions: number; error?: string }>> {
+    return call(() => this.#c.listTopics(timeoutMs));
   }
   /** The latest statistics JSON (needs `statistics.interval.ms`), parsed. */
   stats(): Record<string, unknown> | null {
