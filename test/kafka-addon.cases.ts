@@ -1,6 +1,6 @@
 // Addon behaviour against librdkafka's mock cluster; run by bun test and by node --test.
 import assert from "node:assert/strict";
-import { KafkaConsumer, KafkaError, KafkaProducer, MockCluster, type MessageBatch } from "../src/kafka/native.ts";
+import { ApiKey, KafkaConsumer, KafkaError, KafkaProducer, MockCluster, type MessageBatch } from "../src/kafka/native.ts";
 
 const fast = { "fetch.wait.max.ms": 10, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500 };
 
@@ -219,6 +219,27 @@ export const cases: Array<[string, () => Promise<void>]> = [
       await c.close();
       m.close();
       await assert.rejects(() => c.consume(), (e: unknown) => e instanceof KafkaError && e.code === "ERR__DESTROY");
+    },
+  ],
+  [
+    "an injected broker error reaches the caller as a typed error, and the next request succeeds",
+    async () => {
+      const m = new MockCluster(1);
+      m.createTopic("t7", 1);
+      await produceN(m.bootstrapServers, "t7", 10);
+      const c = new KafkaConsumer({ "bootstrap.servers": m.bootstrapServers, "group.id": "g7", ...fast });
+      c.subscribe(["t7"]);
+      assert.equal((await drain(c, 10, 20_000)).length, 10);
+      m.pushRequestErrors(ApiKey.OffsetCommit, ["ERR_GROUP_AUTHORIZATION_FAILED"]);
+      await assert.rejects(
+        () => c.commit([{ topic: "t7", partition: 0, offset: 10 }]),
+        (e: unknown) => e instanceof KafkaError && e.code === "ERR_GROUP_AUTHORIZATION_FAILED",
+      );
+      await c.commit([{ topic: "t7", partition: 0, offset: 10 }]);
+      assert.equal((await c.committed([{ topic: "t7", partition: 0 }]))[0]!.offset, 10);
+      assert.throws(() => m.pushRequestErrors(ApiKey.Fetch, ["ERR_NO_SUCH_ERROR"]), (e: unknown) => e instanceof KafkaError && /unknown Kafka error name/.test(e.message));
+      await c.close();
+      m.close();
     },
   ],
 ];
