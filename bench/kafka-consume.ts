@@ -51,13 +51,18 @@ export async function run() {
     c.subscribe([topic]);
     let got = 0;
     let bytes = 0;
+    let checksum = 0; // reads every message's coordinates from JS
     let start = 0;
     const deadline = Date.now() + 120_000;
     while (got < N) {
       if (Date.now() > deadline) throw new Error(`round ${r + 1}: only ${got} of ${N} messages consumed in 120 s`);
       const b = await c.consume(100_000, 1000);
       if (b.count && !start) start = performance.now();
-      if (mode === "columnar") for (let i = 0; i < b.count; i++) bytes += b.valueLength(i) + b.offset(i) * 0 + b.partition(i) * 0;
+      if (mode === "columnar")
+        for (let i = 0; i < b.count; i++) {
+          bytes += b.valueLength(i);
+          checksum += b.partition(i) + b.offset(i);
+        }
       else for (let i = 0; i < b.count; i++) bytes += b.value(i)!.length;
       got += b.count;
     }
@@ -65,6 +70,7 @@ export async function run() {
     await c.close();
     Bun.gc(true);
     const rssMiB = Math.round(process.memoryUsage().rss / 1048576);
+    if (mode === "columnar" && checksum <= 0) throw new Error("no coordinates read");
     rounds.push({ mode, msgPerSec: Math.round(got / secs), rssMiB });
     console.error(`round ${r + 1} (${mode}): ${got} messages (${(bytes / 1048576).toFixed(0)} MiB values) in ${secs.toFixed(2)} s = ${Math.round(got / secs)} msg/s, rss ${rssMiB} MiB`);
   }

@@ -12,6 +12,8 @@ export interface Target {
   columns: Map<string, string>;
   /** source key field name -> target key column */
   keyFields: Map<string, string>;
+  /** target key column -> its position in `key` */
+  keyIndex: Map<string, number>;
 }
 
 /** Where an event came from: enough to find it again and to checkpoint past it. */
@@ -83,7 +85,6 @@ export class Batch {
   events = 0;
   bytes = 0;
   firstAt = 0;
-  maxSourceTs: number[] = [];
 
   constructor(readonly limits: BatchLimits) {}
 

@@ -254,7 +254,7 @@ export function parseConfig(
       const key = issuePath(i) || "(root)";
       let message = i.message;
       if (i.kind === "schema" && i.type === "strict_object" && i.input !== undefined) message = `unknown key`;
-      issues.push({ key: i.type === "strict_object" && i.input !== undefined ? key : key, message, line: findLine(text, key) });
+      issues.push({ key, message, line: findLine(text, key) });
     }
   }
   if (r.success) issues.push(...crossCheck(r.output, text));

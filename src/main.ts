@@ -203,63 +203,56 @@ async function run(config: Config, log: Logger): Promise<number> {
   process.on("SIGTERM", () => onSignal("SIGTERM"));
   process.on("SIGINT", () => onSignal("SIGINT"));
 
-  // The database may not be up yet: retry with backoff, not ready meanwhile.
-  let targets;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await ensureStateTables(sql, config.postgres.state_schema);
-      targets = await loadTargets(sql, config.mappings);
-      metrics.dbUp.set({}, 1);
-      break;
-    } catch (e) {
-      if (e instanceof SchemaError) {
-        log.error("analytics schema does not fit the mappings", { problems: e.message.split("; ") });
-        await http?.close();
-        await sql.end({ timeout: 2 });
-        return EXIT.CONFIG;
-      }
-      metrics.retries.inc({ stage: "apply" });
-      metrics.errors.inc({ stage: "apply", code: String(errorInfo(e).code ?? "UNKNOWN") });
-      const wait = Math.min(config.retry.max_ms, config.retry.initial_ms * 2 ** attempt);
-      log.error("analytics database not reachable; retrying", { ...errorInfo(e), attempt, retryInMs: wait });
-      await new Promise((r) => setTimeout(r, wait));
-      lastBeat = Date.now();
-      if (stopping) {
-        await http?.close();
-        await sql.end({ timeout: 2 });
-        return EXIT.OK;
+  try {
+    // The database may not be up yet: retry with backoff, not ready meanwhile.
+    let targets;
+    for (let attempt = 1; !targets; attempt++) {
+      try {
+        await ensureStateTables(sql, config.postgres.state_schema);
+        targets = await loadTargets(sql, config.mappings);
+        metrics.dbUp.set({}, 1);
+      } catch (e) {
+        if (e instanceof SchemaError) {
+          log.error("analytics schema does not fit the mappings", { problems: e.message.split("; ") });
+          return EXIT.CONFIG;
+        }
+        metrics.retries.inc({ stage: "apply" });
+        metrics.errors.inc({ stage: "apply", code: String(errorInfo(e).code ?? "UNKNOWN") });
+        const wait = Math.min(config.retry.max_ms, config.retry.initial_ms * 2 ** attempt);
+        log.error("analytics database not reachable; retrying", { ...errorInfo(e), attempt, retryInMs: wait });
+        await new Promise((r) => setTimeout(r, wait));
+        lastBeat = Date.now();
+        if (stopping) return EXIT.OK;
       }
     }
-  }
 
-  const applier = createApplier({ sql, stateSchema: config.postgres.state_schema, metrics, log });
-  if (config.source.kind === "kafka") {
-    source = createKafkaSource({ config: config.kafka!, targets, applier, metrics, log });
-  } else {
-    source = createPgSource({ config, targets, applier, analytics: sql, metrics, log });
-  }
-  pipeline = createPipeline({
-    source,
-    applier,
-    limits: { maxEvents: config.batch.max_events, maxBytes: config.batch.max_bytes, maxLatencyMs: config.batch.max_latency_ms },
-    retry: { initialMs: config.retry.initial_ms, maxMs: config.retry.max_ms },
-    metrics,
-    log,
-    heartbeat: () => (lastBeat = Date.now()),
-  });
-  if (stopping) pipeline.stop();
-  try {
-    await pipeline.run();
-  } catch (e) {
-    log.error("pipeline failed", errorInfo(e));
+    const applier = createApplier({ sql, stateSchema: config.postgres.state_schema, metrics, log });
+    source =
+      config.source.kind === "kafka"
+        ? createKafkaSource({ config: config.kafka!, targets, applier, metrics, log })
+        : createPgSource({ config, targets, applier, analytics: sql, metrics, log });
+    pipeline = createPipeline({
+      source,
+      applier,
+      limits: { maxEvents: config.batch.max_events, maxBytes: config.batch.max_bytes, maxLatencyMs: config.batch.max_latency_ms },
+      retry: { initialMs: config.retry.initial_ms, maxMs: config.retry.max_ms },
+      metrics,
+      log,
+      heartbeat: () => (lastBeat = Date.now()),
+    });
+    if (stopping) pipeline.stop();
+    try {
+      await pipeline.run();
+    } catch (e) {
+      log.error("pipeline failed", errorInfo(e));
+      return EXIT.FAILURE;
+    }
+    log.info("stopped cleanly");
+    return EXIT.OK;
+  } finally {
     await http?.close();
     await sql.end({ timeout: 5 });
-    return EXIT.FAILURE;
   }
-  await http?.close();
-  await sql.end({ timeout: 5 });
-  log.info("stopped cleanly");
-  return EXIT.OK;
 }
 
 export async function main(argv: string[]): Promise<number> {

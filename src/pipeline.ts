@@ -118,9 +118,6 @@ export function createPipeline(deps: PipelineDeps) {
     get lastError() {
       return lastApplyError;
     },
-    get draining() {
-      return stopping;
-    },
 
     /**
      * Runs until stop(); resolves after the last committed batch is acknowledged.

@@ -101,14 +101,12 @@ test("kill -9 at random points under load, then restart: nothing lost, nothing d
       await new Promise((r) => setTimeout(r, 30));
     }
   })();
-  let sent = 0;
   for (let round = 0; round < 4; round++) {
     const p = spawnSink(["run", "--config", cfg]);
     await waitFor("some progress", async () => (await sql`SELECT count(*)::int AS n FROM cdc_sink.checkpoints`)[0]!.n > 0, 30_000);
     await new Promise((r) => setTimeout(r, 500 + Math.random() * 2500));
     p.kill(9);
     expect(await p.exited).not.toBe(0);
-    sent++;
   }
   stopLoad = true;
   await load;
@@ -121,7 +119,6 @@ test("kill -9 at random points under load, then restart: nothing lost, nothing d
     final.kill("SIGTERM");
     expect(await final.exited).toBe(0);
   }
-  expect(sent).toBe(4);
   expect((await sql`SELECT count(*)::int AS n FROM cdc_sink.dead_letters`)[0]!.n).toBe(0);
   await sql.end();
 }, 240_000);

@@ -27,9 +27,13 @@ async function setup(extra?: string, mappingsExtra?: Parameters<typeof sinkToml>
   const n = ++seq;
   const topics = Object.fromEntries(Object.entries(TOPICS).map(([k, t]) => [k, `${t}.${n}`])) as typeof TOPICS;
   for (const t of Object.values(topics)) mock.createTopic(t, 2);
-  let toml = sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: `g${n}`, extra, mappingsExtra });
-  for (const [k, t] of Object.entries(TOPICS)) toml = toml.replace(`"${t}"`, `"${topics[k as keyof typeof TOPICS]}"`);
-  return { sql, url, topics, toml, cfg: config(toml) };
+  /** the config for this test's topics, consumed by `group` */
+  const tomlFor = (group: string) => {
+    let toml = sinkToml({ bootstrap: mock.bootstrapServers, db: url, group, extra, mappingsExtra });
+    for (const [k, t] of Object.entries(TOPICS)) toml = toml.replace(`"${t}"`, `"${topics[k as keyof typeof TOPICS]}"`);
+    return toml;
+  };
+  return { sql, url, topics, tomlFor, cfg: config(tomlFor(`g${n}`)) };
 }
 
 async function send(topic: string, msgs: Array<{ key: string | null; value: unknown }>, partition?: number) {
@@ -171,7 +175,7 @@ test("stale and replayed events never regress a row, nor resurrect a deleted one
 }, 120_000);
 
 test("replaying every topic from offset 0 leaves the analytics state unchanged", async () => {
-  const { sql, topics, cfg } = await setup();
+  const { sql, topics, cfg, tomlFor } = await setup();
   const clock = newClock();
   const msgs = [];
   for (let i = 0; i < 300; i++) {
@@ -202,7 +206,7 @@ test("replaying every topic from offset 0 leaves the analytics state unchanged",
   const before = await rows(sql, "SELECT id, total_amount, _cdc_commit_lsn, _cdc_lsn FROM fact_orders ORDER BY id");
   // forget the checkpoints and use a fresh group: everything is read again from offset 0
   await sql`DELETE FROM cdc_sink.checkpoints`;
-  const replay = config(sinkToml({ bootstrap: mock.bootstrapServers, db: cfg.postgres.url!, group: `replay${seq}` }).replaceAll(`${TOPICS.orders}"`, `${topics.orders}"`).replaceAll(`${TOPICS.items}"`, `${topics.items}"`).replaceAll(`${TOPICS.books}"`, `${topics.books}"`).replaceAll(`${TOPICS.inventory}"`, `${topics.inventory}"`));
+  const replay = config(tomlFor(`replay${seq}`));
   const run2 = await startPipeline(replay);
   try {
     await waitFor("replayed", async () => run2.metrics.eventsConsumed.value({ topic: topics.orders }) >= msgs.length, 30_000);

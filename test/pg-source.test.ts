@@ -147,12 +147,13 @@ test("a source restart mid-stream recovers", async () => {
   const ecomUrl = await src.createDatabase("ecom");
   const ecom = postgres(ecomUrl, { max: 1, onnotice: () => {} });
   await ecom.unsafe(readFileSync(`${ROOT}sql/ecom-ddl.sql`, "utf8"));
-  const analytics = await analyticsDb(await pg.createDatabase("analytics"));
+  const analyticsUrl = await pg.createDatabase("analytics");
+  const analytics = await analyticsDb(analyticsUrl);
   const cfg = config(`
 [source]
 kind = "postgres"
 [postgres]
-url = "${analytics.options.host[0] ? `postgres://postgres@127.0.0.1:${pg.port}/${analytics.options.database}` : ""}"
+url = "${analyticsUrl}"
 [[postgres_sources]]
 name = "ecom"
 url = "${ecomUrl}"

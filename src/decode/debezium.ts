@@ -73,7 +73,7 @@ function decodeKey(t: Target, keyText: string): { key: (string | null)[]; keyId:
   for (const [field, value] of Object.entries(p)) {
     const target = t.keyFields.get(field);
     if (target === undefined) continue;
-    const idx = t.key.indexOf(target);
+    const idx = t.keyIndex.get(target)!;
     const txt = toText(value, t.table.columns.get(target)!, fields?.get(field));
     if (txt === ABSENT || txt === null) throw new DecodeError(`message key field ${field} is null`);
     key[idx] = txt;
@@ -121,14 +121,13 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
       const fields = fieldSchemas(schema, "after");
       const cols: string[] = [];
       const vals: (string | null)[] = [];
-      const keyCols = new Set(t.key);
       for (const [field, value] of Object.entries(after as Obj)) {
         const col = t.columns.get(field);
         if (col === undefined) {
           unknown?.add(field);
           continue;
         }
-        if (keyCols.has(col)) continue;
+        if (t.keyIndex.has(col)) continue;
         const txt = toText(value, t.table.columns.get(col)!, fields?.get(field));
         if (txt === ABSENT) continue;
         cols.push(col);

@@ -19,7 +19,7 @@ export function resolveTarget(mapping: Mapping, table: TableInfo): Target {
   }
   const keyFields = new Map<string, string>();
   for (const k of key) keyFields.set(sourceOf.get(k) ?? k, k);
-  return { mapping, table, key, columns, keyFields };
+  return { mapping, table, key, columns, keyFields, keyIndex: new Map(key.map((k, i) => [k, i])) };
 }
 
 /** Introspects every mapped table; throws SchemaError listing every problem found. */

@@ -308,11 +308,14 @@ class SlotReader {
     batch.advance(coord, 0, 0, now);
     const cols: string[] = [];
     const vals: (string | null)[] = [];
+    const key: (string | null)[] = new Array(t.key.length).fill(null);
     for (const [src, col] of t.columns) {
+      const v = values[src] ?? null;
       cols.push(col);
-      vals.push(values[src] ?? null);
+      vals.push(v);
+      const k = t.keyIndex.get(col);
+      if (k !== undefined) key[k] = v;
     }
-    const key = t.key.map((k) => vals[cols.indexOf(k)]!);
     batch.add({ target: t, kind: Kind.Upsert, key, keyId: JSON.stringify(key), cols, vals, posTx: 0, pos: this.snapshotLsn, sourceTs: 0, coord }, now);
   }
 
@@ -360,14 +363,15 @@ class SlotReader {
         if (!r?.target || !this.txn) return;
         const t = r.target;
         const coord: Coord = { stream: this.stream, part: this.cfg.name, position: this.txn.commitLsn };
-        batch.advance(coord, Number(this.lastAcked > this.lastReadEnd ? this.lastAcked : this.lastReadEnd), 0, now);
+        // inside a transaction the checkpoint stays at the end of the last one read; its COMMIT moves it
+        batch.advance(coord, Number(this.lastReadEnd), 0, now);
         const cols: string[] = [];
         const vals: (string | null)[] = [];
         const key: (string | null)[] = new Array(t.key.length).fill(null);
         r.rel.columns.forEach((c, i) => {
           const v = m.values[i];
           const keyCol = t.keyFields.get(c.name);
-          if (keyCol !== undefined && v !== undefined) key[t.key.indexOf(keyCol)] = v;
+          if (keyCol !== undefined && v !== undefined) key[t.keyIndex.get(keyCol)!] = v;
           const col = t.columns.get(c.name);
           if (col === undefined || v === undefined || m.tag === "delete") return;
           cols.push(col);

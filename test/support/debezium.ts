@@ -47,14 +47,12 @@ export function envelope(
   return env;
 }
 
-const FIELD_TYPES: Record<string, { type: string; optional: boolean; name?: string; parameters?: Record<string, string>; items?: unknown }> = {};
-
 /** The `schemas.enable=true` form: {schema, payload}, with the semantic names Debezium uses. */
 export function withSchema(payload: Row, fields: Record<string, { type: string; name?: string; parameters?: Record<string, string> }>): Row {
   const rowSchema = {
     type: "struct",
     optional: true,
-    fields: Object.entries(fields).map(([field, f]) => ({ field, optional: true, ...FIELD_TYPES[field], ...f })),
+    fields: Object.entries(fields).map(([field, f]) => ({ field, optional: true, ...f })),
   };
   return {
     schema: {
