@@ -10,7 +10,8 @@ const N = Number(process.env.BENCH_EVENTS ?? 1_000_000);
 const KEYS = 100_000;
 const PARTITIONS = 128; // ~330-byte events: keeps each partition under the mock's 5 MiB cap
 
-function makeEvents(n: number, state: Set<number>, lsn: { v: number }, rnd: () => number) {
+/** `state`: id -> total_amount in cents of the latest event, for checking what was applied. */
+function makeEvents(n: number, state: Map<number, number>, lsn: { v: number }, rnd: () => number) {
   const keys: string[] = [];
   const values: string[] = [];
   for (let i = 0; i < n; i++) {
@@ -26,7 +27,7 @@ function makeEvents(n: number, state: Set<number>, lsn: { v: number }, rnd: () =
       state.delete(id);
       values.push(JSON.stringify({ before: { id }, after: null, source, op, ts_ms: Date.now() }));
     } else {
-      state.add(id);
+      state.set(id, i % 10000);
       values.push(JSON.stringify({ before: null, after: { id, customer_id: id % 977, status: "paid", total_amount: (i % 10000) / 100, currency: "EUR", created_at: "2024-03-01T10:00:00Z", updated_at: "2024-03-01T10:00:00Z" }, source, op, ts_ms: Date.now() }));
     }
   }
@@ -58,7 +59,7 @@ export async function run() {
   mock.createTopic(TOPICS.orders, PARTITIONS);
   for (const t of [TOPICS.items, TOPICS.books, TOPICS.inventory]) mock.createTopic(t, 1);
   const producer = new KafkaProducer({ "bootstrap.servers": mock.bootstrapServers, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000 });
-  const state = new Set<number>();
+  const state = new Map<number, number>();
   const lsn = { v: 1_000_000 };
   const tp = performance.now();
   for (let sent = 0; sent < N; sent += 50_000) {
@@ -87,8 +88,9 @@ export async function run() {
     await new Promise((r) => setTimeout(r, 20));
   }
   const secs = (performance.now() - t0) / 1000;
-  const rows = (await sql`SELECT count(*)::int AS n FROM fact_orders`)[0]!.n;
-  if (rows !== state.size) throw new Error(`fact_orders has ${rows} rows, expected ${state.size}`);
+  const [{ rows, cents }] = (await sql`SELECT count(*)::int AS rows, (sum(total_amount) * 100)::int8::text AS cents FROM fact_orders`) as unknown as [{ rows: number; cents: string }];
+  const expectCents = [...state.values()].reduce((a, b) => a + b, 0);
+  if (rows !== state.size || Number(cents) !== expectCents) throw new Error(`fact_orders has ${rows} rows summing to ${cents} cents, expected ${state.size} rows summing to ${expectCents}`);
   const eventsPerSec = Math.round(N / secs);
   const applySecs = Number(/cdc_sink_apply_duration_seconds_sum (\S+)/.exec(sink.metrics.applyDuration.render())![1]);
   console.error(`applied ${N} events in ${secs.toFixed(2)} s = ${eventsPerSec} events/s (${rows} rows, ${sink.metrics.batches.value()} batches; ${applySecs.toFixed(2)} s in database transactions)`);

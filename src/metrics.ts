@@ -77,7 +77,8 @@ export class Histogram<L extends string = never> implements Metric {
     readonly labelNames: readonly L[] = [],
   ) {}
   #get(l: Partial<Record<L, string | number>>) {
-    const k = labelKey(this.labelNames, l as Labels);
+    // observed per event: skip building a label key when there are no labels
+    const k = this.labelNames.length ? labelKey(this.labelNames, l as Labels) : "";
     let s = this.#series.get(k);
     if (!s) {
       s = { values: this.labelNames.map((n) => String((l as Labels)[n] ?? "")), counts: this.buckets.map(() => 0), sum: 0, count: 0 };

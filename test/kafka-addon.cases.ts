@@ -85,6 +85,42 @@ export const cases: Array<[string, () => Promise<void>]> = [
     },
   ],
   [
+    "text accessors decode keys and values as UTF-8, per message exactly as a lone decode would",
+    async () => {
+      const m = new MockCluster(1);
+      const bad = Buffer.from([0x61, 0xff, 0x62, 0xc3]); // a lone invalid byte, and a truncated sequence at the end
+      const split = [Buffer.from([0xe2, 0x82]), Buffer.from([0xac, 0x21])]; // "€" cut across two messages
+      const messages: Array<Array<{ key: string | Uint8Array | null; value: string | Uint8Array | null }>> = [
+        [{ key: "k1", value: '{"a":1}' }, { key: null, value: "plain" }, { key: "k3", value: null }, { key: "", value: "" }],
+        [{ key: "k1", value: "x" }, { key: "ключ", value: "naïve €" }, { key: "k3", value: null }],
+        [{ key: "k1", value: bad }, { key: "k2", value: "after" }],
+        [{ key: "k1", value: split[0]! }, { key: "k2", value: split[1]! }],
+      ];
+      const p = new KafkaProducer({ "bootstrap.servers": m.bootstrapServers });
+      for (const [i, msgs] of messages.entries()) {
+        m.createTopic(`txt${i}`, 1);
+        await p.produce(`txt${i}`, msgs);
+      }
+      await p.flush();
+      await p.close();
+      // one topic per consumer, so that each case is decoded as one buffer of its own
+      const lone = (x: string | Uint8Array | null) => (x === null ? null : Buffer.from(x).toString("utf8"));
+      await Promise.all(
+        messages.map(async (msgs, i) => {
+          const c = new KafkaConsumer({ "bootstrap.servers": m.bootstrapServers, "group.id": `gt${i}`, ...fast });
+          c.subscribe([`txt${i}`]);
+          const got: Array<[string | null, string | null]> = [];
+          await drain(c, msgs.length, 20_000, async (b) => {
+            for (let j = 0; j < b.count; j++) got.push([b.keyText(j), b.valueText(j)]);
+          });
+          await c.close();
+          assert.deepEqual(got, msgs.map((x) => [lone(x.key), lone(x.value)]), `topic txt${i}`);
+        }),
+      );
+      m.close();
+    },
+  ],
+  [
     "a restarted consumer resumes from its committed offsets",
     async () => {
       const m = new MockCluster(1);

@@ -25,6 +25,9 @@ function fieldSchemas(schema: Obj | null, field?: string): Map<string, FieldSche
   return new Map(fields.map((f) => [f.field, f]));
 }
 
+/** Debezium's usual `["<lastCommitLsn>","<lsn>"]`, parsed without JSON.parse (it is on every event). */
+const SEQUENCE = /^\[(?:"(\d+)"|null),(?:"(\d+)"|null)\]$/;
+
 const lsnNumber = (v: unknown): number | undefined => {
   if (typeof v === "number") return v;
   if (typeof v === "bigint") return Number(v);
@@ -49,12 +52,15 @@ export function eventPosition(source: Obj | undefined, op: string, fallback: num
   if (isSnapshot) return { posTx: 0, pos: lsn ?? fallback };
   let seq: unknown[] | undefined;
   if (typeof source?.sequence === "string") {
-    try {
-      const p = JSON.parse(source.sequence);
-      if (Array.isArray(p)) seq = p;
-    } catch {
-      /* ignored: fall back to lsn */
-    }
+    const m = SEQUENCE.exec(source.sequence);
+    if (m) seq = [m[1], m[2]];
+    else
+      try {
+        const p = JSON.parse(source.sequence);
+        if (Array.isArray(p)) seq = p;
+      } catch {
+        /* ignored: fall back to lsn */
+      }
   }
   const commit = lsnNumber(seq?.[0]);
   const rec = lsnNumber(seq?.[1]) ?? lsn;
@@ -70,7 +76,8 @@ function decodeKey(t: Target, keyText: string): { key: (string | null)[]; keyId:
   const p = payload as Obj;
   const key: (string | null)[] = new Array(t.key.length).fill(null);
   let found = 0;
-  for (const [field, value] of Object.entries(p)) {
+  for (const field in p) {
+    const value = p[field];
     const target = t.keyFields.get(field);
     if (target === undefined) continue;
     const idx = t.keyIndex.get(target)!;
@@ -121,7 +128,9 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
       const fields = fieldSchemas(schema, "after");
       const cols: string[] = [];
       const vals: (string | null)[] = [];
-      for (const [field, value] of Object.entries(after as Obj)) {
+      const image = after as Obj;
+      for (const field in image) {
+        const value = image[field];
         const col = t.columns.get(field);
         if (col === undefined) {
           unknown?.add(field);

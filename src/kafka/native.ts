@@ -192,6 +192,8 @@ export class MessageBatch {
   #raw: RawBatch;
   #keyStart: Int32Array | undefined;
   #valueStart: Int32Array | undefined;
+  #keysText: string | null | undefined;
+  #valuesText: string | null | undefined;
 
   constructor(raw: RawBatch) {
     this.#raw = raw;
@@ -234,6 +236,22 @@ export class MessageBatch {
     const s = this.#valueStart[i]!;
     return this.#raw.values.subarray(s, s + len);
   }
+  /** The key as UTF-8 text, `null` when the message has no key. */
+  keyText(i: number): string | null {
+    this.#keyStart ??= starts(this.#raw.keyLens);
+    this.#keysText ??= wholeText(this.#raw.keys);
+    return sliceText(this.#raw.keys, this.#keysText, this.#keyStart[i]!, this.#raw.keyLens[i]!);
+  }
+  /** The value as UTF-8 text, `null` for a tombstone. */
+  valueText(i: number): string | null {
+    this.#valueStart ??= starts(this.#raw.valueLens);
+    this.#valuesText ??= wholeText(this.#raw.values);
+    return sliceText(this.#raw.values, this.#valuesText, this.#valueStart[i]!, this.#raw.valueLens[i]!);
+  }
+  /** Key plus value bytes of message `i`. */
+  size(i: number): number {
+    return Math.max(0, this.#raw.keyLens[i]!) + Math.max(0, this.#raw.valueLens[i]!);
+  }
   /** Length of the value, -1 for a tombstone (no slice is made). */
   valueLength(i: number): number {
     return this.#raw.valueLens[i]!;
@@ -254,6 +272,21 @@ export class MessageBatch {
     }
     return out;
   }
+}
+
+// One UTF-8 decode for the whole buffer instead of one per message. When the text has as many
+// characters as the buffer has bytes, every byte decoded to exactly one character (a multi-byte
+// character, or an invalid run of two or more bytes replaced by one U+FFFD, makes it shorter), so
+// byte offsets are character offsets and a slice equals that message decoded alone. Otherwise
+// null: messages are decoded one by one.
+function wholeText(buf: Buffer): string | null {
+  const text = buf.toString("utf8");
+  return text.length === buf.length ? text : null;
+}
+
+function sliceText(buf: Buffer, text: string | null, start: number, len: number): string | null {
+  if (len < 0) return null;
+  return text !== null ? text.slice(start, start + len) : buf.toString("utf8", start, start + len);
 }
 
 function starts(lens: Int32Array): Int32Array {

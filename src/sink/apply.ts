@@ -2,9 +2,10 @@
 // statement, guarded by the row's source position; dead letters and the checkpoint in the same
 // transaction. A row the database rejects is isolated by bisecting under savepoints.
 import type { Sql, TransactionSql } from "postgres";
-import { type Batch, type Change, type DeadLetter, Kind, type Target } from "../batch.ts";
+import { type Batch, type Change, type Coord, type DeadLetter, Kind, type Target } from "../batch.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
+import { int8Array, textArray } from "./pgarray.ts";
 import { quoteIdent } from "./schema.ts";
 
 export interface ApplyResult {
@@ -28,6 +29,21 @@ export function isConnectionError(e: unknown): boolean {
 }
 
 type Tx = TransactionSql;
+type BatchPosition = { stream: string; part: string; first: number; next: number };
+type TableCount = { table: string; upsert: number; delete: number; truncate?: number; changes: number };
+type Outcome = { counts: TableCount[]; dead: DeadLetter[]; floor: Map<string, number> };
+
+const partKey = (p: { stream: string; part: string }) => `${p.stream}\u0000${p.part}`;
+
+/** The fast path saw checkpoint rows past the batch's start: it rolls back and takes the careful path. */
+class AlreadyApplied extends Error {
+  constructor(readonly floor: Map<string, number>) {
+    super("part of the batch was already applied");
+  }
+}
+
+// Named prepared statements: the batch statements are parsed and planned once per connection.
+const PREPARED = { prepare: true };
 
 interface Statements {
   upsert: Map<string, string>;
@@ -70,8 +86,7 @@ FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::in
   AS u(${cols.map((_, i) => `c${i}`).join(", ")}, ptx, p, kid)
 WHERE NOT EXISTS (SELECT 1 FROM ${state}.tombstones tb WHERE tb.tbl = $${n + 4} AND tb.key = u.kid AND (tb.commit_lsn, tb.lsn) >= (u.ptx, u.p))
 ON CONFLICT (${t.key.map(quoteIdent).join(", ")}) DO UPDATE SET ${updates.join(", ")}
-WHERE ${guard} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)
-RETURNING 1`;
+WHERE ${guard} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
     s.upsert.set(sig, q);
     return q;
   }
@@ -108,69 +123,61 @@ SELECT count(*)::int AS n FROM del`;
     return s.tombstoneDelete;
   }
 
-  async function applyTable(tx: Tx, t: Target, changes: Change[]): Promise<{ applied: number; skipped: number }> {
-    let applied = 0;
-    const byOp = { upsert: 0, delete: 0 };
-    const deletes = changes.filter((c) => c.kind === Kind.Delete && c.posTx >= 0);
-    const tombstones = changes.filter((c) => c.kind === Kind.Delete && c.posTx < 0);
-    const upserts = changes.filter((c) => c.kind === Kind.Upsert);
-    if (deletes.length) {
-      const params: unknown[] = t.key.map((_, i) => deletes.map((c) => c.key[i]));
-      params.push(deletes.map((c) => c.posTx), deletes.map((c) => c.pos), deletes.map((c) => c.keyId), t.table.name);
-      const [r] = await tx.unsafe(deleteSql(t), params as never[]);
-      byOp.delete += r!.n as number;
-    }
-    if (tombstones.length) {
-      const params: unknown[] = t.key.map((_, i) => tombstones.map((c) => c.key[i]));
-      params.push(tombstones.map((c) => c.keyId), t.table.name);
-      const [r] = await tx.unsafe(tombstoneDeleteSql(t), params as never[]);
-      byOp.delete += r!.n as number;
-    }
-    if (upserts.length) {
-      // changes with unchanged-TOAST columns have fewer columns: one statement per column set
-      const groups = new Map<string, Change[]>();
-      for (const c of upserts) {
+  /** (commit position, position, key id) columns of the changes, as array literals. */
+  const positionParams = (cs: Change[]) => [int8Array(cs.length, (j) => cs[j]!.posTx), int8Array(cs.length, (j) => cs[j]!.pos), textArray(cs.length, (j) => cs[j]!.keyId)];
+
+  /** Sends a table's statements on the transaction's connection at once, without waiting between them. */
+  function startTable(tx: Tx, t: Target, changes: Change[]): Promise<TableCount> {
+    const deletes: Change[] = [];
+    const tombstones: Change[] = [];
+    // changes with unchanged-TOAST columns have fewer columns: one upsert per column set
+    const groups = new Map<string, Change[]>();
+    for (const c of changes) {
+      if (c.kind === Kind.Delete) (c.posTx >= 0 ? deletes : tombstones).push(c);
+      else {
         const sig = c.cols!.join("\u0000");
         const g = groups.get(sig);
         if (g) g.push(c);
         else groups.set(sig, [c]);
       }
-      for (const g of groups.values()) {
-        const cols = g[0]!.cols!;
-        const params: unknown[] = cols.map((_, i) => g.map((c) => c.vals![i]));
-        params.push(g.map((c) => c.posTx), g.map((c) => c.pos), g.map((c) => c.keyId), t.table.name);
-        const r = await tx.unsafe(upsertSql(t, cols), params as never[]);
-        byOp.upsert += r.count;
-      }
     }
-    applied = byOp.upsert + byOp.delete;
-    if (metrics) {
-      if (byOp.upsert) metrics.rowsApplied.inc({ table: t.table.name, op: "upsert" }, byOp.upsert);
-      if (byOp.delete) metrics.rowsApplied.inc({ table: t.table.name, op: "delete" }, byOp.delete);
-      if (changes.length > applied) metrics.rowsSkipped.inc({ table: t.table.name }, changes.length - applied);
+    const deleted: Promise<number>[] = [];
+    const upserted: Promise<number>[] = [];
+    const send = (q: string, params: unknown[]) => tx.unsafe(q, params as never[], PREPARED).execute();
+    if (deletes.length) {
+      const params: unknown[] = t.key.map((_, i) => textArray(deletes.length, (j) => deletes[j]!.key[i]!));
+      params.push(...positionParams(deletes), t.table.name);
+      deleted.push(send(deleteSql(t), params).then((r) => r[0]!.n as number));
     }
-    return { applied, skipped: changes.length - applied };
+    if (tombstones.length) {
+      const params: unknown[] = t.key.map((_, i) => textArray(tombstones.length, (j) => tombstones[j]!.key[i]!));
+      params.push(textArray(tombstones.length, (j) => tombstones[j]!.keyId), t.table.name);
+      deleted.push(send(tombstoneDeleteSql(t), params).then((r) => r[0]!.n as number));
+    }
+    for (const g of groups.values()) {
+      const cols = g[0]!.cols!;
+      const params: unknown[] = cols.map((_, i) => textArray(g.length, (j) => g[j]!.vals![i]!));
+      params.push(...positionParams(g), t.table.name);
+      // the command tag counts inserted and updated rows: no RETURNING rows to send and parse
+      upserted.push(send(upsertSql(t, cols), params).then((r) => r.count));
+    }
+    const sum = (ns: number[]) => ns.reduce((a, b) => a + b, 0);
+    return Promise.all([Promise.all(deleted), Promise.all(upserted)]).then(([d, u]) => ({ table: t.table.name, upsert: sum(u), delete: sum(d), changes: changes.length }));
   }
 
-  async function applyAll(tx: Tx, changes: Change[]): Promise<{ applied: number; skipped: number }> {
+  /** All changes, every table's statements pipelined. */
+  function applyAll(tx: Tx, changes: Change[]): Promise<TableCount[]> {
     const byTarget = new Map<Target, Change[]>();
     for (const c of changes) {
       const g = byTarget.get(c.target);
       if (g) g.push(c);
       else byTarget.set(c.target, [c]);
     }
-    let applied = 0;
-    let skipped = 0;
-    for (const [t, cs] of byTarget) {
-      const r = await applyTable(tx, t, cs);
-      applied += r.applied;
-      skipped += r.skipped;
-    }
-    return { applied, skipped };
+    return Promise.all([...byTarget].map(([t, cs]) => startTable(tx, t, cs)));
   }
 
   /** Applies `changes`; a data error bisects under savepoints down to the rejected rows. */
-  async function applyIsolating(tx: Tx, changes: Change[], dead: DeadLetter[]): Promise<{ applied: number; skipped: number }> {
+  async function applyIsolating(tx: Tx, changes: Change[], dead: DeadLetter[]): Promise<TableCount[]> {
     try {
       return await tx.savepoint((sp) => applyAll(sp as unknown as Tx, changes));
     } catch (e) {
@@ -180,92 +187,150 @@ SELECT count(*)::int AS n FROM del`;
         const err = e as { message: string; code?: string };
         log.warn("row rejected by the database, dead-lettered", { table: c.target.table.name, key: c.keyId, code: err.code, error: err.message, part: c.coord.part, position: c.coord.position });
         dead.push({ coord: c.coord, table: c.target.table.name, stage: "apply", key: c.raw?.key ?? c.keyId, value: c.raw?.value ?? null, error: err.message, code: err.code ?? "DATA" });
-        return { applied: 0, skipped: 0 };
+        return [];
       }
       const mid = changes.length >> 1;
       const a = await applyIsolating(tx, changes.slice(0, mid), dead);
       const b = await applyIsolating(tx, changes.slice(mid), dead);
-      return { applied: a.applied + b.applied, skipped: a.skipped + b.skipped };
+      return [...a, ...b];
     }
   }
 
-  async function truncate(tx: Tx, t: Target): Promise<void> {
+  function truncate(tx: Tx, t: Target): Promise<TableCount> {
     const sd = soft(t);
-    if (sd) await tx.unsafe(`UPDATE ${t.table.ident} SET ${sd} = now(), _cdc_synced_at = now() WHERE ${sd} IS NULL`);
-    else await tx.unsafe(`DELETE FROM ${t.table.ident}`);
-    await tx.unsafe(`DELETE FROM ${state}.tombstones WHERE tbl = $1`, [t.table.name]);
-    metrics?.rowsApplied.inc({ table: t.table.name, op: "truncate" });
+    const rows = sd ? tx.unsafe(`UPDATE ${t.table.ident} SET ${sd} = now(), _cdc_synced_at = now() WHERE ${sd} IS NULL`).execute() : tx.unsafe(`DELETE FROM ${t.table.ident}`).execute();
+    const tombs = tx.unsafe(`DELETE FROM ${state}.tombstones WHERE tbl = $1`, [t.table.name]).execute();
+    return Promise.all([rows, tombs]).then(() => ({ table: t.table.name, upsert: 0, delete: 0, truncate: 1, changes: 0 }));
   }
 
-  async function writeDeadLetters(tx: Tx, dead: DeadLetter[]): Promise<void> {
-    if (!dead.length) return;
-    await tx.unsafe(
-      `INSERT INTO ${state}.dead_letters (stream, part, position, target_table, stage, key, value, error, error_code)
+  function writeDeadLetters(tx: Tx, dead: DeadLetter[]): Promise<unknown> {
+    if (!dead.length) return Promise.resolve();
+    return tx
+      .unsafe(
+        `INSERT INTO ${state}.dead_letters (stream, part, position, target_table, stage, key, value, error, error_code)
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])`,
-      [
-        dead.map((d) => d.coord.stream),
-        dead.map((d) => d.coord.part),
-        dead.map((d) => String(d.coord.position)),
-        dead.map((d) => d.table),
-        dead.map((d) => d.stage),
-        dead.map((d) => d.key),
-        dead.map((d) => d.value),
-        dead.map((d) => d.error),
-        dead.map((d) => d.code),
-      ] as never[],
-    );
-    if (metrics) for (const d of dead) metrics.deadLetters.inc({ table: d.table ?? "", reason: d.stage === "decode" ? "decode" : d.code });
+        [
+          dead.map((d) => d.coord.stream),
+          dead.map((d) => d.coord.part),
+          dead.map((d) => String(d.coord.position)),
+          dead.map((d) => d.table),
+          dead.map((d) => d.stage),
+          dead.map((d) => d.key),
+          dead.map((d) => d.value),
+          dead.map((d) => d.error),
+          dead.map((d) => d.code),
+        ] as never[],
+      )
+      .execute();
+  }
+
+  // Locks this batch's checkpoint rows: another member that applied part of these events (after a
+  // rebalance, or a zombie) is seen here, and what it applied is not applied again.
+  function lockCheckpoints(tx: Tx, positions: BatchPosition[]): Promise<Map<string, number>> {
+    if (!positions.length) return Promise.resolve(new Map());
+    return tx
+      .unsafe(
+        `SELECT stream, part, position FROM ${state}.checkpoints
+         WHERE (stream, part) IN (SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE`,
+        [textArray(positions.length, (i) => positions[i]!.stream), textArray(positions.length, (i) => positions[i]!.part)] as never[],
+        PREPARED,
+      )
+      .execute()
+      .then((stored) => {
+        const first = new Map(positions.map((p) => [partKey(p), p.first]));
+        const floor = new Map<string, number>();
+        for (const r of stored) {
+          const k = partKey(r as unknown as { stream: string; part: string });
+          const pos = Number(r.position);
+          if (pos > first.get(k)!) floor.set(k, pos);
+        }
+        return floor;
+      });
+  }
+
+  function writeCheckpoints(tx: Tx, positions: BatchPosition[]): Promise<unknown> {
+    if (!positions.length) return Promise.resolve();
+    return tx
+      .unsafe(
+        `INSERT INTO ${state}.checkpoints (stream, part, position, updated_at)
+         SELECT s, p, pos, now() FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(s, p, pos)
+         ON CONFLICT (stream, part) DO UPDATE SET position = GREATEST(checkpoints.position, EXCLUDED.position), updated_at = now()`,
+        [textArray(positions.length, (i) => positions[i]!.stream), textArray(positions.length, (i) => positions[i]!.part), int8Array(positions.length, (i) => positions[i]!.next)] as never[],
+        PREPARED,
+      )
+      .execute();
+  }
+
+  const pendingChanges = (batch: Batch, keep?: (c: Coord) => boolean): Change[] => {
+    const out: Change[] = [];
+    for (const st of batch.tables.values()) for (const c of st.pending.values()) if (!keep || keep(c.coord)) out.push(c);
+    return out;
+  };
+
+  /**
+   * The usual case, in about three round trips: every statement is sent at once. When the locked
+   * checkpoints show part of the batch already applied, or the database rejects a row, it rolls
+   * back and the batch goes through `careful`.
+   */
+  async function fast(tx: Tx, batch: Batch, positions: BatchPosition[]): Promise<Outcome> {
+    const floor = lockCheckpoints(tx, positions);
+    const truncated = [...batch.truncates].map((t) => truncate(tx, t));
+    const applied = applyAll(tx, pendingChanges(batch));
+    const rest = [writeDeadLetters(tx, batch.deadLetters), writeCheckpoints(tx, positions)];
+    const [f, counts] = await Promise.all([floor, Promise.all([...truncated, applied]).then((cs) => cs.flat()), ...rest]);
+    if (f.size) throw new AlreadyApplied(f);
+    return { counts, dead: batch.deadLetters, floor: f };
+  }
+
+  /** One statement group at a time: skips what another member applied, isolates rejected rows. */
+  async function careful(tx: Tx, batch: Batch, positions: BatchPosition[]): Promise<Outcome> {
+    const floor = await lockCheckpoints(tx, positions);
+    const keep = (coord: Coord) => {
+      const f = floor.get(partKey(coord));
+      return f === undefined || coord.position >= f;
+    };
+    if (floor.size) log.info("part of the batch was already applied; skipping it", { parts: [...floor.keys()].map((k) => k.replace("\u0000", " ")) });
+    const dead = batch.deadLetters.filter((d) => keep(d.coord));
+    const counts = await Promise.all([...batch.truncates].map((t) => truncate(tx, t)));
+    const changes = pendingChanges(batch, floor.size ? keep : undefined);
+    if (changes.length) counts.push(...(await applyIsolating(tx, changes, dead)));
+    await writeDeadLetters(tx, dead);
+    await writeCheckpoints(tx, positions);
+    return { counts, dead, floor };
+  }
+
+  function record(o: Outcome): void {
+    if (!metrics) return;
+    for (const c of o.counts) {
+      if (c.upsert) metrics.rowsApplied.inc({ table: c.table, op: "upsert" }, c.upsert);
+      if (c.delete) metrics.rowsApplied.inc({ table: c.table, op: "delete" }, c.delete);
+      if (c.truncate) metrics.rowsApplied.inc({ table: c.table, op: "truncate" }, c.truncate);
+      if (c.changes > c.upsert + c.delete) metrics.rowsSkipped.inc({ table: c.table }, c.changes - c.upsert - c.delete);
+    }
+    for (const d of o.dead) metrics.deadLetters.inc({ table: d.table ?? "", reason: d.stage === "decode" ? "decode" : d.code });
   }
 
   return {
     /** Applies the batch and its checkpoint atomically; throws (and commits nothing) on any non-data error. */
     async apply(batch: Batch): Promise<ApplyResult> {
       const positions = [...batch.positions.values()];
-      return sql.begin(async (tx) => {
-        // Lock this batch's checkpoint rows: another member that applied part of these events
-        // (after a rebalance, or a zombie) is seen here, and what it applied is not applied again.
-        const stored = positions.length
-          ? await tx.unsafe(
-              `SELECT stream, part, position FROM ${state}.checkpoints
-               WHERE (stream, part) IN (SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE`,
-              [positions.map((p) => p.stream), positions.map((p) => p.part)] as never[],
-            )
-          : [];
-        const floor = new Map<string, number>();
-        for (const r of stored) {
-          const pos = Number(r.position);
-          const p = positions.find((x) => x.stream === r.stream && x.part === r.part)!;
-          if (pos > p.first) floor.set(`${r.stream}\u0000${r.part}`, pos);
-        }
-        const keep = (coord: { stream: string; part: string; position: number }) => {
-          const f = floor.get(`${coord.stream}\u0000${coord.part}`);
-          return f === undefined || coord.position >= f;
-        };
-        if (floor.size) log.info("part of the batch was already applied; skipping it", { parts: [...floor.keys()].map((k) => k.replace("\u0000", " ")) });
-
-        let applied = 0;
-        let skipped = 0;
-        const dead = batch.deadLetters.filter((d) => keep(d.coord));
-        for (const t of batch.truncates) await truncate(tx, t);
-        const changes: Change[] = [];
-        for (const st of batch.tables.values()) for (const c of st.pending.values()) if (keep(c.coord)) changes.push(c);
-        if (changes.length) {
-          const r = await applyIsolating(tx, changes, dead);
-          applied += r.applied;
-          skipped += r.skipped;
-        }
-        await writeDeadLetters(tx, dead);
-        if (positions.length)
-          await tx.unsafe(
-            `INSERT INTO ${state}.checkpoints (stream, part, position, updated_at)
-             SELECT s, p, pos, now() FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(s, p, pos)
-             ON CONFLICT (stream, part) DO UPDATE SET position = GREATEST(checkpoints.position, EXCLUDED.position), updated_at = now()`,
-            [positions.map((p) => p.stream), positions.map((p) => p.part), positions.map((p) => p.next)] as never[],
-          );
-        const out = new Map<string, { stream: string; part: string; next: number }>();
-        for (const p of positions) out.set(`${p.stream}\u0000${p.part}`, { stream: p.stream, part: p.part, next: Math.max(p.next, floor.get(`${p.stream}\u0000${p.part}`) ?? 0) });
-        return { applied, skipped, deadLetters: dead.length, positions: out };
-      });
+      let o: Outcome;
+      try {
+        o = await sql.begin((tx) => fast(tx, batch, positions));
+      } catch (e) {
+        if (!(e instanceof AlreadyApplied) && !isDataError(e)) throw e;
+        o = await sql.begin((tx) => careful(tx, batch, positions));
+      }
+      record(o);
+      let applied = 0;
+      let skipped = 0;
+      for (const c of o.counts) {
+        applied += c.upsert + c.delete;
+        skipped += c.changes - c.upsert - c.delete;
+      }
+      const out = new Map<string, { stream: string; part: string; next: number }>();
+      for (const p of positions) out.set(partKey(p), { stream: p.stream, part: p.part, next: Math.max(p.next, o.floor.get(partKey(p)) ?? 0) });
+      return { applied, skipped, deadLetters: o.dead.length, positions: out };
     },
 
     /** Stored checkpoint positions of a stream: part -> next position. */

@@ -114,12 +114,10 @@ export function createKafkaSource(deps: {
         const t = byTopic.get(topic);
         const offset = b.offset(i);
         const coord: Coord = { stream, part: `${topic}/${b.partition(i)}`, position: offset };
-        const k = b.key(i);
-        const v = b.value(i);
-        batch.advance(coord, offset + 1, (k?.length ?? 0) + (v?.length ?? 0), now);
+        batch.advance(coord, offset + 1, b.size(i), now);
         if (!t) continue;
-        const keyText = k === null ? null : k.toString("utf8");
-        const valueText = v === null ? null : v.toString("utf8");
+        const keyText = b.keyText(i);
+        const valueText = b.valueText(i);
         try {
           const c = decodeDebezium(t, keyText, valueText, coord, unknownFields);
           if (c) batch.add(c, now);
