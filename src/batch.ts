@@ -57,6 +57,9 @@ export interface DeadLetter {
   stage: "decode" | "apply";
   key: string | null;
   value: string | null;
+  /** the record's exact bytes, when its text above is not (NUL bytes, invalid UTF-8) */
+  keyBytes?: Uint8Array | null;
+  valueBytes?: Uint8Array | null;
   error: string;
   code: string;
 }

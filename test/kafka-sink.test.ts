@@ -36,10 +36,10 @@ async function setup(extra?: string, mappingsExtra?: Parameters<typeof sinkToml>
   return { sql, url, topics, tomlFor, cfg: config(tomlFor(`g${n}`)) };
 }
 
-async function send(topic: string, msgs: Array<{ key: string | null; value: unknown }>, partition?: number) {
+async function send(topic: string, msgs: Array<{ key: string | Uint8Array | null; value: unknown }>, partition?: number) {
   await producer.produce(
     topic,
-    msgs.map((m) => ({ key: m.key, partition, value: m.value === null ? null : typeof m.value === "string" ? m.value : JSON.stringify(m.value) })),
+    msgs.map((m) => ({ key: m.key, partition, value: m.value === null || typeof m.value === "string" || m.value instanceof Uint8Array ? m.value : JSON.stringify(m.value) })),
   );
   const r = await producer.flush(10_000);
   expect(r.failed).toEqual([]);
@@ -230,10 +230,13 @@ test("a poison message goes to the dead-letter table and the rest is applied", a
     // decodes, but the database rejects it: total_amount overflows numeric(12,2)
     { key: keyOf(5), value: envelope(clock, "orders", "c", { after: { id: 5, status: "paid", total_amount: 1e15 } }) },
     { key: keyOf(6), value: envelope(clock, "orders", "c", { after: { id: 6, status: "paid", total_amount: 6 } }) },
+    // bytes PostgreSQL text cannot hold (NUL) or that are not UTF-8: kept exactly, as bytea
+    { key: keyOf(7), value: Buffer.from('{"op":"c"\u0000}') },
+    { key: Buffer.from([0x7b, 0xff, 0x7d]), value: Buffer.from([0xc3, 0x28]) },
   ], 0);
   const run = await startPipeline(cfg);
   try {
-    await waitFor("dead letters", async () => (await sql`SELECT count(*)::int AS n FROM cdc_sink.dead_letters`)[0]!.n === 4);
+    await waitFor("dead letters", async () => (await sql`SELECT count(*)::int AS n FROM cdc_sink.dead_letters`)[0]!.n === 6);
   } finally {
     await run.stop();
   }
@@ -244,10 +247,18 @@ test("a poison message goes to the dead-letter table and the rest is applied", a
     [`${topics.orders}/0`, "2", "decode", "fact_orders"],
     [`${topics.orders}/0`, "3", "decode", "fact_orders"],
     [`${topics.orders}/0`, "4", "apply", "fact_orders"],
+    [`${topics.orders}/0`, "6", "decode", "fact_orders"],
+    [`${topics.orders}/0`, "7", "decode", "fact_orders"],
+  ]);
+  const bytes = await sql`SELECT position, key_bytes, value_bytes FROM cdc_sink.dead_letters WHERE position IN ('1', '6', '7') ORDER BY position::int`;
+  expect(bytes.map((b) => [b.position, b.key_bytes && Buffer.from(b.key_bytes).toString("hex"), b.value_bytes && Buffer.from(b.value_bytes).toString("hex")])).toEqual([
+    ["1", null, null],
+    ["6", null, Buffer.from('{"op":"c"\u0000}').toString("hex")],
+    ["7", "7bff7d", "c328"],
   ]);
   expect(dead.find((d) => d.stage === "apply")!.error_code).toBe("22003");
   expect(dead.find((d) => d.position === "2")!.error).toMatch(/total_amount/);
-  expect(run.metrics.deadLetters.value({ table: "fact_orders", reason: "decode" })).toBe(3);
+  expect(run.metrics.deadLetters.value({ table: "fact_orders", reason: "decode" })).toBe(5);
   await sql.end();
 }, 120_000);
 

@@ -33,6 +33,9 @@ type BatchPosition = { stream: string; part: string; first: number; next: number
 type TableCount = { table: string; upsert: number; delete: number; truncate?: number; changes: number };
 type Outcome = { counts: TableCount[]; dead: DeadLetter[]; floor: Map<string, number> };
 
+/** PostgreSQL text cannot hold NUL: shown as U+FFFD (dead letters keep the exact bytes beside it). */
+const pgText = (s: string | null) => (s !== null && s.includes("\u0000") ? s.replaceAll("\u0000", "\uFFFD") : s);
+
 const partKey = (p: { stream: string; part: string }) => `${p.stream}\u0000${p.part}`;
 
 /** The fast path saw checkpoint rows past the batch's start: it rolls back and takes the careful path. */
@@ -205,20 +208,31 @@ SELECT count(*)::int AS n FROM del`;
 
   function writeDeadLetters(tx: Tx, dead: DeadLetter[]): Promise<unknown> {
     if (!dead.length) return Promise.resolve();
+    const n = dead.length;
+    const text = (f: (d: DeadLetter) => string | null) => textArray(n, (i) => pgText(f(dead[i]!)));
+    const hex = (f: (d: DeadLetter) => Uint8Array | null | undefined) =>
+      textArray(n, (i) => {
+        const b = f(dead[i]!);
+        return b ? Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex") : null;
+      });
     return tx
       .unsafe(
-        `INSERT INTO ${state}.dead_letters (stream, part, position, target_table, stage, key, value, error, error_code)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])`,
+        `INSERT INTO ${state}.dead_letters (stream, part, position, target_table, stage, key, value, error, error_code, key_bytes, value_bytes)
+         SELECT s, p, pos, tbl, st, k, v, e, c, decode(kb, 'hex'), decode(vb, 'hex')
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+           AS u(s, p, pos, tbl, st, k, v, e, c, kb, vb)`,
         [
-          dead.map((d) => d.coord.stream),
-          dead.map((d) => d.coord.part),
-          dead.map((d) => String(d.coord.position)),
-          dead.map((d) => d.table),
-          dead.map((d) => d.stage),
-          dead.map((d) => d.key),
-          dead.map((d) => d.value),
-          dead.map((d) => d.error),
-          dead.map((d) => d.code),
+          text((d) => d.coord.stream),
+          text((d) => d.coord.part),
+          text((d) => String(d.coord.position)),
+          text((d) => d.table),
+          text((d) => d.stage),
+          text((d) => d.key),
+          text((d) => d.value),
+          text((d) => d.error),
+          text((d) => d.code),
+          hex((d) => d.keyBytes),
+          hex((d) => d.valueBytes),
         ] as never[],
       )
       .execute();

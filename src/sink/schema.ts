@@ -89,7 +89,9 @@ export async function ensureStateTables(sql: Sql, schema: string): Promise<void>
     await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.dead_letters (
       id bigserial PRIMARY KEY, failed_at timestamptz NOT NULL DEFAULT now(),
       stream text NOT NULL, part text NOT NULL, position text NOT NULL,
-      target_table text, stage text NOT NULL, key text, value text, error text NOT NULL, error_code text)`);
+      target_table text, stage text NOT NULL, key text, value text, error text NOT NULL, error_code text,
+      key_bytes bytea, value_bytes bytea)`);
+    await tx.unsafe(`ALTER TABLE ${s}.dead_letters ADD COLUMN IF NOT EXISTS key_bytes bytea, ADD COLUMN IF NOT EXISTS value_bytes bytea`);
     await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.tombstones (
       tbl text NOT NULL, key text NOT NULL, commit_lsn bigint NOT NULL, lsn bigint NOT NULL,
       deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tbl, key))`);

@@ -12,6 +12,12 @@ import type { Applier, ApplyResult } from "../sink/apply.ts";
 // librdkafka log levels are syslog levels
 const LOG_LEVEL = (l: number) => (l <= 3 ? "error" : l <= 4 ? "warn" : l <= 6 ? "info" : "debug") as "error" | "warn" | "info" | "debug";
 
+/** The record's bytes when its decoded text does not hold them exactly (NUL, invalid UTF-8); else null. */
+function inexact(text: string | null, bytes: Buffer | null): Buffer | null {
+  if (text === null || bytes === null) return null;
+  return text.includes("\u0000") || !Buffer.from(text, "utf8").equals(bytes) ? bytes : null;
+}
+
 export function createKafkaSource(deps: {
   config: NonNullable<Config["kafka"]>;
   targets: Target[];
@@ -125,7 +131,17 @@ export function createKafkaSource(deps: {
           const info = errorInfo(e);
           metrics.errors.inc({ stage: "decode", code: String(info.code ?? "DECODE") });
           log.warn("event cannot be decoded; dead-lettered", { topic, partition: b.partition(i), offset, error: info.error });
-          batch.deadLetter({ coord, table: t.table.name, stage: "decode", key: keyText, value: valueText, error: String(info.error), code: String(info.code ?? "DECODE") });
+          batch.deadLetter({
+            coord,
+            table: t.table.name,
+            stage: "decode",
+            key: keyText,
+            value: valueText,
+            keyBytes: inexact(keyText, b.key(i)),
+            valueBytes: inexact(valueText, b.value(i)),
+            error: String(info.error),
+            code: String(info.code ?? "DECODE"),
+          });
         }
       }
       for (let ti = 0; ti < names.length; ti++) if (counts[ti]) metrics.eventsConsumed.inc({ topic: names[ti]! }, counts[ti]);
