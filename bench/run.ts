@@ -1,10 +1,11 @@
-// bun run bench -- <name>: kafka-consume | kafka-sink. The last line printed is JSON.
+// bun run bench -- <name>: kafka-consume | kafka-sink | pg-source | upsert-paths. The last line printed is JSON.
 export {};
 const name = process.argv[2];
 const benches: Record<string, () => Promise<unknown>> = {
   "kafka-consume": () => import("./kafka-consume.ts").then((m) => m.run()),
   "kafka-sink": () => import("./kafka-sink.ts").then((m) => m.run()),
   "pg-source": () => import("./pg-source.ts").then((m) => m.run()),
+  "upsert-paths": () => import("./upsert-paths.ts").then((m) => m.run()),
 };
 if (!name || !benches[name]) {
   console.error(`usage: bun run bench -- <${Object.keys(benches).join("|")}>`);
