@@ -1,6 +1,8 @@
 // Applies a batch in one analytics transaction: per table one delete and one unnest upsert
 // statement, guarded by the row's source position; dead letters and the checkpoint in the same
-// transaction. A row the database rejects is isolated by bisecting under savepoints.
+// transaction, every statement sent at once. When part of the batch was already applied, or the
+// database rejects a row, the batch goes again one step at a time, the rejected row isolated by
+// bisecting under savepoints.
 import type { Sql, TransactionSql } from "postgres";
 import { type Batch, type Change, type Coord, type DeadLetter, Kind, type Target } from "../batch.ts";
 import type { Logger } from "../log.ts";
@@ -52,7 +54,6 @@ interface Statements {
   upsert: Map<string, string>;
   delete?: string;
   tombstoneDelete?: string;
-  truncate?: string;
 }
 
 export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger }) {
