@@ -1,6 +1,7 @@
 // 1M Debezium order events (70% c, 25% u, 5% d over 100k keys) from the mock cluster into
 // PostgreSQL through the real pipeline; then latency at a steady produce rate; then a plain
-// row-by-row upsert loop on the same machine for comparison.
+// row-by-row upsert loop on the same machine for comparison. Batch limits are the daemon's defaults;
+// BENCH_EVENTS and BENCH_BATCH (max_events) change the run.
 import postgres from "postgres";
 import { KafkaConsumer, KafkaProducer, MockCluster } from "../src/kafka/native.ts";
 import { analyticsDb, config, sinkToml, startPipeline, TOPICS } from "../test/support/harness.ts";
@@ -78,7 +79,7 @@ export async function run() {
   if (kept !== N) throw new Error(`the mock cluster kept ${kept} of ${N} events: use more partitions`);
 
   // throughput: the whole backlog
-  const cfg = config(sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: "bench", extra: "[batch]\nmax_events = 10000\nmax_latency_ms = 50" }).replace('"fetch.wait.max.ms" = 10', '"fetch.wait.max.ms" = 10\n"queued.max.messages.kbytes" = 65536'));
+  const cfg = config(sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: "bench", extra: process.env.BENCH_BATCH ? `[batch]\nmax_events = ${process.env.BENCH_BATCH}` : "" }).replace('"fetch.wait.max.ms" = 10', '"fetch.wait.max.ms" = 10\n"queued.max.messages.kbytes" = 65536'));
   const sink = await startPipeline(cfg);
   let t0 = 0;
   const deadline = Date.now() + 600_000;
