@@ -72,3 +72,23 @@ test("a truncate drops what is pending for its table; limits decide when the bat
   expect(b.full(1002)).toBe(true);
   expect(b.positions.get("s\u0000p")).toEqual({ stream: "s", part: "p", first: 0, next: 5 });
 });
+
+test("soft delete: a delete of a row still pending keeps the row, flagged with the delete's time and position", () => {
+  const soft = { ...target, mapping: { truncate: "truncate", delete_mode: "soft" } } as unknown as Target;
+  const b = new Batch(limits);
+  b.add({ ...up(1, 10, 1, { a: "x" }), target: soft }, 0);
+  b.add({ ...del(1, 20, 1), target: soft, sourceTs: 1234 }, 0);
+  b.add({ ...del(1, -1, -1), target: soft }, 0);
+  b.add({ ...up(2, 10, 1, { a: "y" }), target: soft }, 0);
+  b.add({ ...del(2, 20, 1), target: soft }, 0);
+  b.add({ ...up(2, 30, 1, { a: "again" }), target: soft }, 0);
+  const p = [...b.tables.get(soft)!.pending.values()];
+  expect(p.map((c) => [c.keyId, c.kind, c.vals?.[0], c.posTx, c.deletedTs])).toEqual([
+    ['["1"]', Kind.Upsert, "x", 20, 1234],
+    ['["2"]', Kind.Upsert, "again", 30, undefined],
+  ]);
+  const hard = new Batch(limits);
+  hard.add(up(1, 10, 1, { a: "x" }), 0);
+  hard.add(del(1, 20, 1), 0);
+  expect(pending(hard).map((c) => [c.kind, c.deletedTs])).toEqual([[Kind.Delete, undefined]]);
+});

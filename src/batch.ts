@@ -47,6 +47,8 @@ export interface Change {
   pos: number;
   /** source commit time, ms since epoch (0 when unknown) */
   sourceTs: number;
+  /** soft-delete targets: this upsert also flags the row deleted, at this source time (0: unknown) */
+  deletedTs?: number;
   coord: Coord;
   raw?: { key: string | null; value: string | null };
 }
@@ -124,10 +126,13 @@ export class Batch {
     const prev = st.pending.get(c.keyId);
     if (prev) {
       // a tombstone right after its delete adds nothing, and would lose the delete's position
-      if (c.kind === Kind.Delete && c.posTx < 0 && prev.kind === Kind.Delete) return;
+      if (c.kind === Kind.Delete && c.posTx < 0 && (prev.kind === Kind.Delete || prev.deletedTs !== undefined)) return;
       // the newer source position wins, not the later arrival: snapshot rows and streamed
       // changes interleave, and a stale event must not replace a newer pending one
       if (c.posTx >= 0 && prev.posTx >= 0 && (c.posTx < prev.posTx || (c.posTx === prev.posTx && c.pos < prev.pos))) return;
+      // soft delete keeps the row: a delete of a row still pending writes that row, flagged
+      if (c.kind === Kind.Delete && c.posTx >= 0 && prev.kind === Kind.Upsert && t.mapping.delete_mode === "soft")
+        c = { ...prev, posTx: c.posTx, pos: c.pos, sourceTs: c.sourceTs, deletedTs: c.sourceTs, coord: c.coord, raw: c.raw };
       // an update with unchanged-TOAST columns keeps the values the pending change carries
       if (c.kind === Kind.Upsert && prev.kind === Kind.Upsert && c.cols!.length < prev.cols!.length) {
         const merged = new Map<string, string | null>();

@@ -174,6 +174,35 @@ test("stale and replayed events never regress a row, nor resurrect a deleted one
   await sql.end();
 }, 120_000);
 
+test("soft delete flags the row with the source's commit time, a re-insert clears it, a stale delete does not flag it again", async () => {
+  const { sql, topics, cfg } = await setup(undefined, { books: 'delete_mode = "soft"' });
+  const clock = newClock();
+  const deletedAt = Date.parse("2024-05-01T12:34:56.789Z");
+  const created = envelope(clock, "books", "c", { after: { id: 1, title: "Dune" } });
+  const deleted = envelope(clock, "books", "d", { before: { id: 1 } }, { tsMs: deletedAt });
+  await send(topics.books, [
+    { key: keyOf(1), value: created },
+    { key: keyOf(1), value: deleted },
+    { key: keyOf(2), value: envelope(clock, "books", "c", { after: { id: 2, title: "Emma" } }) },
+  ]);
+  const run = await startPipeline(cfg);
+  try {
+    await waitFor("both books", async () => (await sql`SELECT count(*)::int AS n FROM dim_books`)[0]!.n === 2);
+    expect(await rows(sql, "SELECT id, title, _cdc_deleted_at IS NULL AS live, to_char(_cdc_deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') AS at FROM dim_books ORDER BY id")).toEqual([
+      { id: "1", title: "Dune", live: false, at: "2024-05-01 12:34:56.789" },
+      { id: "2", title: "Emma", live: true, at: null },
+    ]);
+    await send(topics.books, [{ key: keyOf(1), value: envelope(clock, "books", "c", { after: { id: 1, title: "Dune (2nd ed.)" } }) }, { key: keyOf(1), value: deleted }]);
+    await waitFor("re-insert", async () => (await sql`SELECT title FROM dim_books WHERE id = 1`)[0]?.title === "Dune (2nd ed.)");
+    await waitFor("replayed delete consumed", async () => run.metrics.eventsConsumed.value({ topic: topics.books }) === 5);
+    await waitFor("committed", async () => (await sql`SELECT sum(position)::int AS n FROM cdc_sink.checkpoints`)[0]!.n === 5);
+  } finally {
+    await run.stop();
+  }
+  expect(await rows(sql, "SELECT title, _cdc_deleted_at FROM dim_books WHERE id = 1")).toEqual([{ title: "Dune (2nd ed.)", _cdc_deleted_at: null }]);
+  await sql.end();
+}, 120_000);
+
 test("replaying every topic from offset 0 leaves the analytics state unchanged", async () => {
   const { sql, topics, cfg, tomlFor } = await setup();
   const clock = newClock();

@@ -7,7 +7,7 @@ import type { Sql, TransactionSql } from "postgres";
 import { type Batch, type Change, type Coord, type DeadLetter, Kind, type Target } from "../batch.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import { int8Array, textArray } from "./pgarray.ts";
+import { numberArray, textArray } from "./pgarray.ts";
 import { quoteIdent } from "./schema.ts";
 
 export interface ApplyResult {
@@ -83,11 +83,13 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     const keySet = new Set(t.key);
     const updates = cols.filter((c) => !keySet.has(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`);
     updates.push("_cdc_commit_lsn = EXCLUDED._cdc_commit_lsn", "_cdc_lsn = EXCLUDED._cdc_lsn", "_cdc_synced_at = EXCLUDED._cdc_synced_at");
-    if (sd) updates.push(`${sd} = NULL`);
+    // soft delete: dts is the deletion time of a row deleted within the batch (NULL: live row)
+    if (sd) updates.push(`${sd} = EXCLUDED.${sd}`);
+    const deletedAt = "CASE WHEN u.dts IS NULL THEN NULL WHEN u.dts > 0 THEN to_timestamp(u.dts / 1000.0) ELSE now() END";
     q = `INSERT INTO ${t.table.ident} AS t (${cols.map(quoteIdent).join(", ")}, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at${sd ? `, ${sd}` : ""})
-SELECT ${cols.map((c, i) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`).join(", ")}, u.ptx, u.p, now()${sd ? ", NULL" : ""}
-FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::int8[], $${n + 2}::int8[], $${n + 3}::text[])
-  AS u(${cols.map((_, i) => `c${i}`).join(", ")}, ptx, p, kid)
+SELECT ${cols.map((c, i) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`).join(", ")}, u.ptx, u.p, now()${sd ? `, ${deletedAt}` : ""}
+FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::int8[], $${n + 2}::int8[], $${n + 3}::text[], $${n + 5}::float8[])
+  AS u(${cols.map((_, i) => `c${i}`).join(", ")}, ptx, p, kid, dts)
 WHERE NOT EXISTS (SELECT 1 FROM ${state}.tombstones tb WHERE tb.tbl = $${n + 4} AND tb.key = u.kid AND (tb.commit_lsn, tb.lsn) >= (u.ptx, u.p))
 ON CONFLICT (${t.key.map(quoteIdent).join(", ")}) DO UPDATE SET ${updates.join(", ")}
 WHERE ${guard} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
@@ -100,12 +102,13 @@ WHERE ${guard} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
     if (s.delete) return s.delete;
     const k = t.key.length;
     const sd = soft(t);
+    // soft delete: flagged with the source's commit time when the event carries it
     const change = sd
-      ? `UPDATE ${t.table.ident} t SET ${sd} = now(), _cdc_commit_lsn = u.ptx, _cdc_lsn = u.p, _cdc_synced_at = now() FROM u`
+      ? `UPDATE ${t.table.ident} t SET ${sd} = CASE WHEN u.ts > 0 THEN to_timestamp(u.ts / 1000.0) ELSE now() END, _cdc_commit_lsn = u.ptx, _cdc_lsn = u.p, _cdc_synced_at = now() FROM u`
       : `DELETE FROM ${t.table.ident} t USING u`;
-    s.delete = `WITH u AS (SELECT * FROM unnest(${unnestKeys(t, 1)}, $${k + 1}::int8[], $${k + 2}::int8[], $${k + 3}::text[]) AS u(${keyAliases(t)}, ptx, p, kid)),
+    s.delete = `WITH u AS (SELECT * FROM unnest(${unnestKeys(t, 1)}, $${k + 1}::int8[], $${k + 2}::int8[], $${k + 3}::text[], $${k + 4}::float8[]) AS u(${keyAliases(t)}, ptx, p, kid, ts)),
 del AS (${change} WHERE ${keyCols(t)} AND ${guard} < (u.ptx, u.p) RETURNING 1),
-tomb AS (INSERT INTO ${state}.tombstones (tbl, key, commit_lsn, lsn) SELECT $${k + 4}, kid, ptx, p FROM u
+tomb AS (INSERT INTO ${state}.tombstones (tbl, key, commit_lsn, lsn) SELECT $${k + 5}, kid, ptx, p FROM u
   ON CONFLICT (tbl, key) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, lsn = EXCLUDED.lsn, deleted_at = now()
   WHERE (tombstones.commit_lsn, tombstones.lsn) < (EXCLUDED.commit_lsn, EXCLUDED.lsn))
 SELECT count(*)::int AS n FROM del`;
@@ -128,7 +131,7 @@ SELECT count(*)::int AS n FROM del`;
   }
 
   /** (commit position, position, key id) columns of the changes, as array literals. */
-  const positionParams = (cs: Change[]) => [int8Array(cs.length, (j) => cs[j]!.posTx), int8Array(cs.length, (j) => cs[j]!.pos), textArray(cs.length, (j) => cs[j]!.keyId)];
+  const positionParams = (cs: Change[]) => [numberArray(cs.length, (j) => cs[j]!.posTx), numberArray(cs.length, (j) => cs[j]!.pos), textArray(cs.length, (j) => cs[j]!.keyId)];
 
   /** Sends a table's statements on the transaction's connection at once, without waiting between them. */
   function startTable(tx: Tx, t: Target, changes: Change[]): Promise<TableCount> {
@@ -150,7 +153,7 @@ SELECT count(*)::int AS n FROM del`;
     const send = (q: string, params: unknown[]) => tx.unsafe(q, params as never[], PREPARED).execute();
     if (deletes.length) {
       const params: unknown[] = t.key.map((_, i) => textArray(deletes.length, (j) => deletes[j]!.key[i]!));
-      params.push(...positionParams(deletes), t.table.name);
+      params.push(...positionParams(deletes), numberArray(deletes.length, (j) => deletes[j]!.sourceTs), t.table.name);
       deleted.push(send(deleteSql(t), params).then((r) => r[0]!.n as number));
     }
     if (tombstones.length) {
@@ -161,7 +164,7 @@ SELECT count(*)::int AS n FROM del`;
     for (const g of groups.values()) {
       const cols = g[0]!.cols!;
       const params: unknown[] = cols.map((_, i) => textArray(g.length, (j) => g[j]!.vals![i]!));
-      params.push(...positionParams(g), t.table.name);
+      params.push(...positionParams(g), t.table.name, textArray(g.length, (j) => (g[j]!.deletedTs === undefined ? null : String(g[j]!.deletedTs))));
       // the command tag counts inserted and updated rows: no RETURNING rows to send and parse
       upserted.push(send(upsertSql(t, cols), params).then((r) => r.count));
     }
@@ -270,7 +273,7 @@ SELECT count(*)::int AS n FROM del`;
         `INSERT INTO ${state}.checkpoints (stream, part, position, updated_at)
          SELECT s, p, pos, now() FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(s, p, pos)
          ON CONFLICT (stream, part) DO UPDATE SET position = GREATEST(checkpoints.position, EXCLUDED.position), updated_at = now()`,
-        [textArray(positions.length, (i) => positions[i]!.stream), textArray(positions.length, (i) => positions[i]!.part), int8Array(positions.length, (i) => positions[i]!.next)] as never[],
+        [textArray(positions.length, (i) => positions[i]!.stream), textArray(positions.length, (i) => positions[i]!.part), numberArray(positions.length, (i) => positions[i]!.next)] as never[],
         PREPARED,
       )
       .execute();

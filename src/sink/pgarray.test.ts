@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { int8Array, textArray } from "./pgarray.ts";
+import { numberArray, textArray } from "./pgarray.ts";
 
 const lit = (xs: (string | null)[]) => textArray(xs.length, (i) => xs[i]!);
 
@@ -10,7 +10,8 @@ test("text[] literals quote every element, escape quotes and backslashes, and le
   expect(lit([null, "NULL", ""])).toBe('{NULL,"NULL",""}');
 });
 
-test("int8[] literals", () => {
-  expect(int8Array(0, () => 0)).toBe("{}");
-  expect(int8Array(3, (i) => [-1, 0, 2 ** 53 - 1][i]!)).toBe("{-1,0,9007199254740991}");
+test("number literals", () => {
+  expect(numberArray(0, () => 0)).toBe("{}");
+  expect(numberArray(3, (i) => [-1, 0, 2 ** 53 - 1][i]!)).toBe("{-1,0,9007199254740991}");
+  expect(numberArray(1, () => 1732420000123.456)).toBe("{1732420000123.456}");
 });

@@ -19,8 +19,8 @@ export function textArray(n: number, get: (i: number) => string | null): string 
   return `{${parts.join(",")}}`;
 }
 
-/** `{1,2,3}`: an int8[] literal of `n` integers. */
-export function int8Array(n: number, get: (i: number) => number): string {
+/** `{1,2,3.5}`: an int8[] or float8[] literal of `n` finite numbers. */
+export function numberArray(n: number, get: (i: number) => number): string {
   const parts = new Array<number>(n);
   for (let i = 0; i < n; i++) parts[i] = get(i);
   return `{${parts.join(",")}}`;
