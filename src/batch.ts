@@ -53,6 +53,9 @@ export interface Change {
   raw?: { key: string | null; value: string | null };
 }
 
+/** Key of a checkpoint stream/part in `Batch.positions` and `ApplyResult.positions`. */
+export const partKey = (p: { stream: string; part: string }) => `${p.stream}\u0000${p.part}`;
+
 export interface DeadLetter {
   coord: Coord;
   table: string | null;
@@ -95,7 +98,7 @@ export class Batch {
 
   /** Records that `coord` was consumed (applied, skipped or dead-lettered): the checkpoint moves past it. */
   advance(coord: Coord, next: number, bytes: number, now: number): void {
-    const k = `${coord.stream}\u0000${coord.part}`;
+    const k = partKey(coord);
     const p = this.positions.get(k);
     if (p) p.next = Math.max(p.next, next);
     else this.positions.set(k, { stream: coord.stream, part: coord.part, first: coord.position, next });

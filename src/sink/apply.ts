@@ -4,7 +4,7 @@
 // database rejects a row, the batch goes again one step at a time, the rejected row isolated by
 // bisecting under savepoints.
 import type { Sql, TransactionSql } from "postgres";
-import { type Batch, type Change, type Coord, type DeadLetter, Kind, type Target } from "../batch.ts";
+import { type Batch, type Change, type Coord, type DeadLetter, Kind, partKey, type Target } from "../batch.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { numberArray, textArray } from "./pgarray.ts";
@@ -37,8 +37,6 @@ type Outcome = { counts: TableCount[]; dead: DeadLetter[]; floor: Map<string, nu
 
 /** PostgreSQL text cannot hold NUL: shown as U+FFFD (dead letters keep the exact bytes beside it). */
 const pgText = (s: string | null) => (s !== null && s.includes("\u0000") ? s.replaceAll("\u0000", "\uFFFD") : s);
-
-const partKey = (p: { stream: string; part: string }) => `${p.stream}\u0000${p.part}`;
 
 /** The fast path saw checkpoint rows past the batch's start: it rolls back and takes the careful path. */
 class AlreadyApplied extends Error {
@@ -88,8 +86,8 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     const deletedAt = "CASE WHEN u.dts IS NULL THEN NULL WHEN u.dts > 0 THEN to_timestamp(u.dts / 1000.0) ELSE now() END";
     q = `INSERT INTO ${t.table.ident} AS t (${cols.map(quoteIdent).join(", ")}, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at${sd ? `, ${sd}` : ""})
 SELECT ${cols.map((c, i) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`).join(", ")}, u.ptx, u.p, now()${sd ? `, ${deletedAt}` : ""}
-FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::int8[], $${n + 2}::int8[], $${n + 3}::text[], $${n + 5}::float8[])
-  AS u(${cols.map((_, i) => `c${i}`).join(", ")}, ptx, p, kid, dts)
+FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::int8[], $${n + 2}::int8[], $${n + 3}::text[]${sd ? `, $${n + 5}::float8[]` : ""})
+  AS u(${cols.map((_, i) => `c${i}`).join(", ")}, ptx, p, kid${sd ? ", dts" : ""})
 WHERE NOT EXISTS (SELECT 1 FROM ${state}.tombstones tb WHERE tb.tbl = $${n + 4} AND tb.key = u.kid AND (tb.commit_lsn, tb.lsn) >= (u.ptx, u.p))
 ON CONFLICT (${t.key.map(quoteIdent).join(", ")}) DO UPDATE SET ${updates.join(", ")}
 WHERE ${guard} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
@@ -106,9 +104,9 @@ WHERE ${guard} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
     const change = sd
       ? `UPDATE ${t.table.ident} t SET ${sd} = CASE WHEN u.ts > 0 THEN to_timestamp(u.ts / 1000.0) ELSE now() END, _cdc_commit_lsn = u.ptx, _cdc_lsn = u.p, _cdc_synced_at = now() FROM u`
       : `DELETE FROM ${t.table.ident} t USING u`;
-    s.delete = `WITH u AS (SELECT * FROM unnest(${unnestKeys(t, 1)}, $${k + 1}::int8[], $${k + 2}::int8[], $${k + 3}::text[], $${k + 4}::float8[]) AS u(${keyAliases(t)}, ptx, p, kid, ts)),
+    s.delete = `WITH u AS (SELECT * FROM unnest(${unnestKeys(t, 1)}, $${k + 1}::int8[], $${k + 2}::int8[], $${k + 3}::text[]${sd ? `, $${k + 5}::float8[]` : ""}) AS u(${keyAliases(t)}, ptx, p, kid${sd ? ", ts" : ""})),
 del AS (${change} WHERE ${keyCols(t)} AND ${guard} < (u.ptx, u.p) RETURNING 1),
-tomb AS (INSERT INTO ${state}.tombstones (tbl, key, commit_lsn, lsn) SELECT $${k + 5}, kid, ptx, p FROM u
+tomb AS (INSERT INTO ${state}.tombstones (tbl, key, commit_lsn, lsn) SELECT $${k + 4}, kid, ptx, p FROM u
   ON CONFLICT (tbl, key) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, lsn = EXCLUDED.lsn, deleted_at = now()
   WHERE (tombstones.commit_lsn, tombstones.lsn) < (EXCLUDED.commit_lsn, EXCLUDED.lsn))
 SELECT count(*)::int AS n FROM del`;
@@ -153,7 +151,8 @@ SELECT count(*)::int AS n FROM del`;
     const send = (q: string, params: unknown[]) => tx.unsafe(q, params as never[], PREPARED).execute();
     if (deletes.length) {
       const params: unknown[] = t.key.map((_, i) => textArray(deletes.length, (j) => deletes[j]!.key[i]!));
-      params.push(...positionParams(deletes), numberArray(deletes.length, (j) => deletes[j]!.sourceTs), t.table.name);
+      params.push(...positionParams(deletes), t.table.name);
+      if (soft(t)) params.push(numberArray(deletes.length, (j) => deletes[j]!.sourceTs));
       deleted.push(send(deleteSql(t), params).then((r) => r[0]!.n as number));
     }
     if (tombstones.length) {
@@ -164,7 +163,8 @@ SELECT count(*)::int AS n FROM del`;
     for (const g of groups.values()) {
       const cols = g[0]!.cols!;
       const params: unknown[] = cols.map((_, i) => textArray(g.length, (j) => g[j]!.vals![i]!));
-      params.push(...positionParams(g), t.table.name, textArray(g.length, (j) => (g[j]!.deletedTs === undefined ? null : String(g[j]!.deletedTs))));
+      params.push(...positionParams(g), t.table.name);
+      if (soft(t)) params.push(textArray(g.length, (j) => (g[j]!.deletedTs === undefined ? null : String(g[j]!.deletedTs))));
       // the command tag counts inserted and updated rows: no RETURNING rows to send and parse
       upserted.push(send(upsertSql(t, cols), params).then((r) => r.count));
     }

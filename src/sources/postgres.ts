@@ -14,7 +14,7 @@
 // commit. A restart replays from the slot's confirmed LSN; transactions the checkpoint already
 // covers are dropped inside the analytics transaction.
 import postgres, { type Sql } from "postgres";
-import { type Batch, type Change, type Coord, Kind, type Target } from "../batch.ts";
+import { type Batch, type Change, type Coord, Kind, partKey, type Target } from "../batch.ts";
 import type { Config, PgSourceConfig } from "../config.ts";
 import { connectionOptions } from "../config.ts";
 import { formatLsn, parseLsn, parsePgOutput, type PgOutputMessage, type Relation } from "../decode/pgoutput.ts";
@@ -412,7 +412,7 @@ class SlotReader {
   }
 
   acknowledge(result: ApplyResult): void {
-    const p = result.positions.get(`${this.stream}\u0000${this.cfg.name}`);
+    const p = result.positions.get(partKey({ stream: this.stream, part: this.cfg.name }));
     if (p && BigInt(p.next) > this.lastAcked) this.lastAcked = BigInt(p.next);
     this.sendStatus();
   }
