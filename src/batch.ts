@@ -87,6 +87,8 @@ interface TableState {
 export class Batch {
   readonly tables = new Map<Target, TableState>();
   readonly truncates = new Set<Target>();
+  /** truncate events of mappings whose policy is "ignore": counted, nothing else */
+  readonly ignoredTruncates = new Map<Target, number>();
   readonly deadLetters: DeadLetter[] = [];
   /** checkpoint: next position per stream/part, and the first position seen in this batch */
   readonly positions = new Map<string, { stream: string; part: string; first: number; next: number }>();
@@ -122,6 +124,11 @@ export class Batch {
     }
     st.events++;
     if (c.kind === Kind.Truncate) {
+      // the one place the truncate policy is decided, for every source
+      if (t.mapping.truncate !== "truncate") {
+        this.ignoredTruncates.set(t, (this.ignoredTruncates.get(t) ?? 0) + 1);
+        return;
+      }
       st.pending.clear();
       this.truncates.add(t);
       return;

@@ -140,6 +140,7 @@ export function createMetrics() {
     rowsApplied: r.register(new Counter("cdc_sink_rows_applied_total", "Row changes committed to the analytics database, per table and op.", ["table", "op"])),
     rowsSkipped: r.register(new Counter("cdc_sink_rows_skipped_total", "Changes not applied because the stored row is newer (stale or replayed).", ["table"])),
     deadLetters: r.register(new Counter("cdc_sink_dead_letters_total", "Events written to the dead-letter table, per table and reason.", ["table", "reason"])),
+    truncatesIgnored: r.register(new Counter("cdc_sink_truncates_ignored_total", "Truncate events not applied because the mapping's truncate policy is ignore.", ["table"])),
     batches: r.register(new Counter("cdc_sink_batches_total", "Batches committed.")),
     batchSize: r.register(new Histogram("cdc_sink_batch_size_events", "Events per committed batch.", SIZE_BUCKETS)),
     applyDuration: r.register(new Histogram("cdc_sink_apply_duration_seconds", "Time to apply and commit one batch.", LATENCY_BUCKETS)),

@@ -101,6 +101,10 @@ export function createPipeline(deps: PipelineDeps) {
     metrics.batches.inc();
     metrics.batchSize.observe({}, batch.events);
     metrics.lastCheckpoint.set({}, committedAt / 1000);
+    for (const [t, n] of batch.ignoredTruncates) {
+      metrics.truncatesIgnored.inc({ table: t.table.name }, n);
+      log.warn("truncate event ignored (mapping truncate = \"ignore\")", { table: t.table.name, events: n });
+    }
     for (const st of batch.tables.values())
       for (const c of st.pending.values()) if (c.sourceTs > 0) metrics.endToEndLag.observe({}, Math.max(0, committedAt - c.sourceTs) / 1000);
     try {

@@ -141,6 +141,47 @@ test("an unchanged-TOAST placeholder keeps the stored value", async () => {
   await sql.end();
 }, 120_000);
 
+test("a truncate event empties only tables whose mapping says truncate; an ignored one touches nothing", async () => {
+  const { sql, topics, cfg } = await setup(undefined, { items: 'truncate = "ignore"', inventory: 'truncate = "truncate"' });
+  const clock = newClock();
+  const truncate = (table: string) => ({ key: null, value: envelope(clock, table, "t", {}) });
+  await send(
+    topics.orders,
+    [
+      ...[1, 2, 3].map((id) => ({ key: keyOf(id), value: envelope(clock, "orders", "c", { after: { id, status: "paid", total_amount: id } }) })),
+      { key: keyOf(3), value: envelope(clock, "orders", "d", { before: { id: 3 } }) },
+      { key: keyOf(3), value: null },
+      truncate("orders"),
+      { key: keyOf(4), value: envelope(clock, "orders", "c", { after: { id: 4, status: "paid", total_amount: 4 } }) },
+    ],
+    0,
+  );
+  await send(topics.items, [{ key: keyOf(1), value: envelope(clock, "order_items", "c", { after: { id: 1, order_id: 1, book_id: 1, quantity: 2 } }) }, truncate("order_items")], 0);
+  await send(
+    topics.inventory,
+    [
+      { key: keyOf(1, "book_id"), value: envelope(clock, "inventory", "c", { after: { book_id: 1, quantity: 5 } }) },
+      truncate("inventory"),
+      { key: keyOf(2, "book_id"), value: envelope(clock, "inventory", "c", { after: { book_id: 2, quantity: 6 } }) },
+    ],
+    0,
+  );
+  const run = await startPipeline(cfg);
+  try {
+    await waitFor("every event consumed", async () => (await sql`SELECT sum(position)::int AS n FROM cdc_sink.checkpoints`)[0]!.n === 7 + 2 + 3);
+  } finally {
+    await run.stop();
+  }
+  expect(await rows(sql, "SELECT id::int FROM fact_orders ORDER BY id")).toEqual([{ id: 1 }, { id: 2 }, { id: 4 }]);
+  expect(await rows(sql, "SELECT key FROM cdc_sink.tombstones WHERE tbl = 'fact_orders'")).toEqual([{ key: '["3"]' }]);
+  expect(await rows(sql, "SELECT id::int FROM fact_order_items")).toEqual([{ id: 1 }]);
+  expect(await rows(sql, "SELECT book_id::int FROM fact_inventory")).toEqual([{ book_id: 2 }]);
+  expect(run.metrics.truncatesIgnored.value({ table: "fact_orders" })).toBe(1);
+  expect(run.metrics.truncatesIgnored.value({ table: "fact_order_items" })).toBe(1);
+  expect(run.metrics.rowsApplied.value({ table: "fact_inventory", op: "truncate" })).toBe(1);
+  await sql.end();
+}, 120_000);
+
 test("stale and replayed events never regress a row, nor resurrect a deleted one", async () => {
   const { sql, topics, cfg } = await setup();
   const clock = newClock();

@@ -350,7 +350,7 @@ class SlotReader {
       case "truncate": {
         for (const oid of m.relationOids) {
           const t = this.relations.get(oid)?.target;
-          if (!t || t.mapping.truncate !== "truncate") continue;
+          if (!t) continue;
           const coord: Coord = { stream: this.stream, part: this.cfg.name, position: this.txn?.commitLsn ?? 0 };
           batch.add({ target: t, kind: Kind.Truncate, key: [], keyId: "", posTx: this.txn?.commitLsn ?? 0, pos: ++this.txn!.seq, sourceTs: this.txn?.commitTime ?? 0, coord }, now);
         }
