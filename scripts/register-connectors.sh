@@ -5,6 +5,14 @@
 #   --dry-run            print what would be sent, send nothing
 #   --timeout SECONDS    how long to wait for RUNNING (default 120)
 #   [FILE...]            connector JSONs ({"name", "config"}); default connectors/*-connector.json
+# The shipped JSONs stay the source of truth; where the databases and secrets really are is given
+# at registration (scripts/stack.sh writes these to its env file):
+#   --db-host NAME=HOST:PORT   a connector whose database.hostname is NAME connects to HOST:PORT
+#                              instead (repeatable; env CONNECT_DB_HOSTS, space-separated)
+#   --secrets-dir DIR          ${directory:/any/path:KEY} references read DIR/KEY instead
+#                              (env CONNECT_SECRETS_DIR)
+#   --set [CONNECTOR:]KEY=VALUE  set a config key, for every connector or the one named (repeatable;
+#                              env CONNECT_CONFIG_OVERRIDES, space-separated)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,12 +21,21 @@ connect="${connect%/}"
 dry=0
 timeout_s=120
 files=()
+db_hosts=(${CONNECT_DB_HOSTS:-})
+secrets_dir="${CONNECT_SECRETS_DIR:-}"
+sets=(${CONNECT_CONFIG_OVERRIDES:-})
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1; shift ;;
     --timeout) timeout_s="$2"; shift 2 ;;
     --timeout=*) timeout_s="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --db-host) db_hosts+=("$2"); shift 2 ;;
+    --db-host=*) db_hosts+=("${1#*=}"); shift ;;
+    --secrets-dir) secrets_dir="$2"; shift 2 ;;
+    --secrets-dir=*) secrets_dir="${1#*=}"; shift ;;
+    --set) sets+=("$2"); shift 2 ;;
+    --set=*) sets+=("${1#*=}"); shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "register-connectors: unknown option $1" >&2; exit 64 ;;
     *) files+=("$1"); shift ;;
   esac
@@ -33,14 +50,42 @@ put() { # name body -> prints http status; body in $tmp/resp
     --data-binary @"$tmp/body" "$connect/connectors/$1/config" 2>"$tmp/err"
 }
 
+for h in "${db_hosts[@]}"; do
+  [[ "$h" =~ ^[^=]+=[^:]+:[0-9]+$ ]] || { echo "register-connectors: --db-host wants NAME=HOST:PORT, got '$h'" >&2; exit 64; }
+done
+for s in "${sets[@]}"; do
+  [[ "$s" =~ ^([^:=]+:)?[^=]+=.*$ ]] || { echo "register-connectors: --set wants [CONNECTOR:]KEY=VALUE, got '$s'" >&2; exit 64; }
+done
+# the config as sent: the file's, with the overrides applied; each override printed to stderr
+export RC_DB_HOSTS="${db_hosts[*]}" RC_SECRETS_DIR="$secrets_dir" RC_SETS="$(printf '%s\n' "${sets[@]}")"
+config_of() { # file -> the config to send, on stdout
+  node -e '
+    const d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const c = { ...d.config }, said = [];
+    const set = (k, v) => { if (c[k] !== v) said.push(`${d.name}: ${k} = ${v}` + (k in c ? ` (was ${c[k]})` : "")); c[k] = v; };
+    for (const h of (process.env.RC_DB_HOSTS || "").split(/\s+/).filter(Boolean)) {
+      const [, name, host, port] = /^([^=]+)=(.+):(\d+)$/.exec(h);
+      if (c["database.hostname"] === name) { set("database.hostname", host); set("database.port", port); }
+    }
+    const dir = process.env.RC_SECRETS_DIR;
+    if (dir) for (const [k, v] of Object.entries(c))
+      if (typeof v === "string") set(k, v.replace(/\$\{directory:[^:}]*:/g, "${directory:" + dir.replace(/\/+$/, "") + ":"));
+    for (const s of (process.env.RC_SETS || "").split("\n").filter(Boolean)) {
+      const m = /^(?:([^:=]+):)?([^=]+)=(.*)$/.exec(s);
+      if (!m[1] || m[1] === d.name) set(m[2], m[3]);
+    }
+    for (const l of said) process.stderr.write("override " + l + "\n");
+    process.stdout.write(JSON.stringify(c));' "$1"
+}
+
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 names=()
 for f in "${files[@]}"; do
   name=$(json 'd.name' <"$f") || { echo "register-connectors: $f is not valid JSON" >&2; exit 1; }
-  json 'd.config' <"$f" >"$tmp/body" || exit 1
+  config_of "$f" >"$tmp/body" || exit 1
   if [ "$dry" -eq 1 ]; then
     echo "PUT $connect/connectors/$name/config"
-    json 'JSON.stringify(d.config, null, 2)' <"$f"; echo
+    json 'JSON.stringify(d, null, 2)' <"$tmp/body"; echo
     continue
   fi
   code=$(put "$name")
