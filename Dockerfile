@@ -2,17 +2,23 @@
 FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      nodejs npm g++ make pkg-config librdkafka-dev ca-certificates \
+      nodejs npm g++ make pkg-config ca-certificates \
+      libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsasl2-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY native native
+# librdkafka built from the npm package's source (its own layer: rebuilt only when the script changes)
+COPY native/librdkafka.sh native/
+RUN native/librdkafka.sh
+# the addon, librdkafka linked in statically
+COPY native/build.sh native/
+COPY native/src native/src
 RUN native/build.sh
 COPY tsconfig.json bunfig.toml ./
 COPY src src
 RUN node_modules/.bin/bun run build
-# the addon's shared libraries that the distroless base lacks (librdkafka and its dependencies)
+# the system libraries the addon links that the distroless base lacks (ssl, crypto, sasl2, zstd, z)
 COPY scripts/runtime-libs.sh scripts/
 RUN mkdir -p /out/lib /out/tmp \
  && scripts/runtime-libs.sh native/build/cdc_kafka.node | xargs -r -I{} cp -L {} /out/lib/ \

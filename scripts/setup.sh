@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Idempotent: installs what cdc-sink needs on a Debian machine with Node/npm, then builds the addon.
+# Idempotent: installs what cdc-sink needs on a Debian machine with Node/npm, then builds the addon
+# with librdkafka linked in (native/librdkafka.sh builds librdkafka from source once per version,
+# into .cache/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in librdkafka-dev g++ make pkg-config; do have_pkg "$p" || need+=("$p"); done
+# a C++ toolchain and the libraries librdkafka links (SSL, SASL, zstd, lz4, zlib)
+for p in g++ make pkg-config libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsasl2-dev; do have_pkg "$p" || need+=("$p"); done
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi

@@ -1,6 +1,6 @@
 // Addon behaviour against librdkafka's mock cluster; run by bun test and by node --test.
 import assert from "node:assert/strict";
-import { ApiKey, KafkaConsumer, KafkaError, KafkaProducer, MockCluster, type MessageBatch } from "../src/kafka/native.ts";
+import { ApiKey, KafkaConsumer, KafkaError, KafkaProducer, librdkafkaFeatures, librdkafkaVersion, MockCluster, type MessageBatch } from "../src/kafka/index.ts";
 
 const fast = { "fetch.wait.max.ms": 10, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500 };
 
@@ -40,6 +40,17 @@ function nextOffsets(b: MessageBatch) {
 }
 
 export const cases: Array<[string, () => Promise<void>]> = [
+  [
+    "the addon carries librdkafka 2.15 with SSL, SASL and every compression codec built in",
+    async () => {
+      assert.match(librdkafkaVersion(), /^2\.15\.\d+$/);
+      const features = librdkafkaFeatures();
+      for (const f of ["ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer", "gzip", "snappy", "lz4", "zstd"]) assert.ok(features.includes(f), `${f} in ${features}`);
+      // settings that arrived after Debian's 2.0.2
+      const c = new KafkaConsumer({ "bootstrap.servers": "127.0.0.1:1", "group.id": "gv", "fetch.queue.backoff.ms": 10, "group.protocol": "classic" });
+      await c.close();
+    },
+  ],
   [
     "produce then consume returns every message with its coordinates",
     async () => {
