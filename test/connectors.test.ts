@@ -252,3 +252,10 @@ real("the shipped connectors register on the real Kafka Connect, run, and publis
   const inv = await topicRecords(env.BOOTSTRAP_SERVERS!, "inventory-connector.public.inventory");
   expect(inv.length).toBeGreaterThan(0);
 }, 180_000);
+
+real("Debezium's output still matches the recorded fixtures (scripts/record-fixtures.sh --check)", async () => {
+  const p = Bun.spawn(["bash", `${ROOT}scripts/record-fixtures.sh`, "--check", "--stack-dir", stackDir!], { stdout: "pipe", stderr: "pipe" });
+  const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  if (code !== 0) throw new Error(`record-fixtures --check failed:\n${out}\n${err.slice(-6000)}`);
+  expect(err).toContain("Debezium's output matches the committed fixtures");
+}, 300_000);
