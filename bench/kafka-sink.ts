@@ -4,7 +4,7 @@
 // BENCH_EVENTS and BENCH_BATCH (max_events) change the run.
 import postgres from "postgres";
 import { KafkaConsumer, KafkaProducer, MockCluster } from "../src/kafka/native.ts";
-import { analyticsDb, config, sinkToml, startPipeline, TOPICS } from "../test/support/harness.ts";
+import { analyticsDb, config, sinkToml, startDaemon, TOPICS } from "../test/support/harness.ts";
 import { startCluster } from "../test/support/pg.ts";
 
 const N = Number(process.env.BENCH_EVENTS ?? 1_000_000);
@@ -80,7 +80,7 @@ export async function run() {
 
   // throughput: the whole backlog
   const cfg = config(sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: "bench", extra: process.env.BENCH_BATCH ? `[batch]\nmax_events = ${process.env.BENCH_BATCH}` : "" }).replace('"fetch.wait.max.ms" = 10', '"fetch.wait.max.ms" = 10\n"queued.max.messages.kbytes" = 65536'));
-  const sink = await startPipeline(cfg);
+  const sink = await startDaemon(cfg);
   let t0 = 0;
   const deadline = Date.now() + 600_000;
   while (sink.metrics.eventsConsumed.value({ topic: TOPICS.orders }) < N || (await sql`SELECT coalesce(sum(position),0)::int AS n FROM cdc_sink.checkpoints`)[0]!.n < N) {

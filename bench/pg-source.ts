@@ -2,7 +2,7 @@
 // changes/s, then the sustained ceiling on a backlog of streamed changes.
 import { readFileSync } from "node:fs";
 import postgres from "postgres";
-import { analyticsDb, config, ROOT, startPipeline } from "../test/support/harness.ts";
+import { analyticsDb, config, ROOT, startDaemon } from "../test/support/harness.ts";
 import { startCluster } from "../test/support/pg.ts";
 
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 300_000);
@@ -40,7 +40,7 @@ source = "ecom"
 source_table = "public.orders"
 table = "fact_orders"
 `);
-  let sink = await startPipeline(cfg);
+  let sink = await startDaemon(cfg);
   const results: Record<string, unknown> = {};
   for (const rate of [1000, 10_000]) {
     const before = sink.metrics.endToEndLag.render();
@@ -69,7 +69,7 @@ table = "fact_orders"
   const changes = BACKLOG + BACKLOG / 2;
   const [{ n: want }] = (await ecom`SELECT count(*)::int AS n FROM orders WHERE status = 'paid'`) as unknown as [{ n: number }];
   const t0 = performance.now();
-  sink = await startPipeline(cfg);
+  sink = await startDaemon(cfg);
   while ((await analytics`SELECT count(*)::int AS n FROM fact_orders WHERE status = 'paid'`)[0]!.n < want) await new Promise((r) => setTimeout(r, 50));
   const secs = (performance.now() - t0) / 1000;
   await sink.stop();

@@ -2,11 +2,12 @@
 // same 5000-change batches of fact_orders (100k stored rows, 5k tombstones), alternating rounds.
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { Batch, type Change } from "../src/batch.ts";
+import { ChangeBatch as Batch } from "../src/batch.ts";
+import type { Change } from "../src/model.ts";
 import { decodeDebezium } from "../src/decode/debezium.ts";
 import { silentLogger } from "../src/log.ts";
 import { createApplier } from "../src/sink/apply.ts";
-import { ensureStateTables } from "../src/sink/schema.ts";
+import { ensureStateTables } from "../src/sink/state.ts";
 import { loadTargets } from "../src/sink/targets.ts";
 import { envelope, keyOf, newClock } from "../test/support/debezium.ts";
 import { analyticsDb, config, sinkToml } from "../test/support/harness.ts";
@@ -18,9 +19,9 @@ const BATCHES_PER_ROUND = 20;
 const COLS = ["customer_id", "status", "total_amount", "currency", "created_at", "updated_at", "id"] as const;
 
 const MERGE = `INSERT INTO fact_orders AS t (${COLS.join(", ")}, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at)
-SELECT u.customer_id::bigint, u.status, u.total_amount::numeric, u.currency, u.created_at::timestamptz, u.updated_at::timestamptz, u.id::bigint, u.ptx, u.p, now()
+SELECT u.customer_id::bigint, u.status, u.total_amount::numeric, u.currency, u.created_at::timestamptz, u.updated_at::timestamptz, u.id::bigint, u.commit_lsn, u.lsn, now()
 FROM stage u
-WHERE NOT EXISTS (SELECT 1 FROM cdc_sink.tombstones tb WHERE tb.tbl = 'fact_orders' AND tb.key = u.kid AND (tb.commit_lsn, tb.lsn) >= (u.ptx, u.p))
+WHERE NOT EXISTS (SELECT 1 FROM cdc_sink.tombstones tb WHERE tb.tbl = 'fact_orders' AND tb.key = u.key_text AND (tb.commit_lsn, tb.lsn) >= (u.commit_lsn, u.lsn))
 ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, total_amount = EXCLUDED.total_amount,
   currency = EXCLUDED.currency, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
   _cdc_commit_lsn = EXCLUDED._cdc_commit_lsn, _cdc_lsn = EXCLUDED._cdc_lsn, _cdc_synced_at = EXCLUDED._cdc_synced_at
@@ -48,8 +49,8 @@ export async function run() {
     const now = Date.now();
     for (let i = 0; i < BATCH; i++) {
       const id = Math.floor(Math.random() * ROWS * 1.05);
-      const coord = { stream: "kafka:bench", part: "orders/0", position: offset };
-      batch.advance(coord, ++offset, 300, now);
+      const coord = { stream: "kafka:bench", part: "orders/0", position: BigInt(offset) };
+      batch.advance(coord, BigInt(++offset), 300, now);
       const after = { id, customer_id: id % 977, status: "shipped", total_amount: (id % 10000) / 100, currency: "EUR", created_at: "2024-03-01T10:00:00Z", updated_at: "2024-03-02T10:00:00Z" };
       batch.add(decodeDebezium(orders, keyOf(id), JSON.stringify(envelope(clock, "orders", "u", { after })), coord)!, now);
     }
@@ -60,10 +61,10 @@ export async function run() {
     const changes: Change[] = [...batch.tables.values()].flatMap((st) => [...st.pending.values()]);
     const lines = changes.map((c) => {
       const byCol = new Map(c.cols!.map((col, i) => [col, c.vals![i]!]));
-      return [...COLS.map((col) => copyText(byCol.get(col) ?? null)), c.posTx, c.pos, copyText(c.keyId)].join("\t");
+      return [...COLS.map((col) => copyText(byCol.get(col) ?? null)), c.commitLsn, c.lsn, copyText(c.keyText)].join("\t");
     });
     await sql.begin(async (tx) => {
-      await tx.unsafe(`CREATE TEMP TABLE IF NOT EXISTS stage (${COLS.map((c) => `${c} text`).join(", ")}, ptx int8, p int8, kid text) ON COMMIT DELETE ROWS`);
+      await tx.unsafe(`CREATE TEMP TABLE IF NOT EXISTS stage (${COLS.map((c) => `${c} text`).join(", ")}, commit_lsn int8, lsn int8, key_text text) ON COMMIT DELETE ROWS`);
       await pipeline(Readable.from([`${lines.join("\n")}\n`]), await tx.unsafe("COPY stage FROM STDIN").writable());
       await tx.unsafe(MERGE, [], { prepare: true });
       // what the applier's transaction also does: lock and move the checkpoint
@@ -76,7 +77,7 @@ export async function run() {
   const results: Record<string, number[]> = { unnest: [], copyThenMerge: [] };
   for (let round = 0; round < 3; round++) {
     for (const [name, apply] of [
-      ["unnest", (b: Batch) => applier.apply(b)],
+      ["unnest", (b: Batch) => applier(b)],
       ["copyThenMerge", copyThenMerge],
     ] as const) {
       const batches = Array.from({ length: BATCHES_PER_ROUND }, makeBatch);

@@ -1,22 +1,23 @@
 import { expect, test } from "bun:test";
-import { Batch, type Change, Kind, type Target } from "./batch.ts";
+import { ChangeBatch as Batch } from "./batch.ts";
+import { type Change, Kind, type Target } from "./model.ts";
 
 const target = { mapping: { truncate: "truncate" }, table: { name: "t" }, key: ["id"] } as unknown as Target;
-const coord = { stream: "s", part: "p", position: 0 };
+const coord = { stream: "s", part: "p", position: 0n };
 const up = (id: number, posTx: number, pos: number, cols: Record<string, string>): Change => ({
   target,
   kind: Kind.Upsert,
   key: [String(id)],
-  keyId: `["${id}"]`,
+  keyText: `["${id}"]`,
   cols: [...Object.keys(cols), "id"],
   vals: [...Object.values(cols), String(id)],
-  posTx,
-  pos,
+  commitLsn: BigInt(posTx),
+  lsn: BigInt(pos),
   sourceTs: 0,
   coord,
 });
-const del = (id: number, posTx: number, pos: number): Change => ({ target, kind: Kind.Delete, key: [String(id)], keyId: `["${id}"]`, posTx, pos, sourceTs: 0, coord });
-const pending = (b: Batch) => [...b.tables.get(target)!.pending.values()];
+const del = (id: number, posTx: number, pos: number): Change => ({ target, kind: Kind.Delete, key: [String(id)], keyText: `["${id}"]`, commitLsn: BigInt(posTx), lsn: BigInt(pos), sourceTs: 0, coord });
+const pending = (b: Batch) => [...b.tables.get("t")!.pending.values()];
 const limits = { maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 };
 
 test("coalescing keeps the newest source position per key, whatever the arrival order", () => {
@@ -28,7 +29,7 @@ test("coalescing keeps the newest source position per key, whatever the arrival 
   b.add(up(3, 0, 100, { a: "snapshot" }), 0);
   b.add(up(3, 700, 1, { a: "streamed" }), 0);
   const p = pending(b);
-  expect(p.map((c) => [c.keyId, c.kind, c.vals?.[0]])).toEqual([
+  expect(p.map((c) => [c.keyText, c.kind, c.vals?.[0]])).toEqual([
     ['["1"]', Kind.Upsert, "streamed"],
     ['["2"]', Kind.Delete, undefined],
     ['["3"]', Kind.Upsert, "streamed"],
@@ -41,9 +42,9 @@ test("a delete then an insert is an insert; a tombstone after its delete keeps t
   b.add(up(1, 11, 1, { a: "x" }), 0);
   b.add(del(2, 12, 1), 0);
   b.add(del(2, -1, -1), 0);
-  expect(pending(b).map((c) => [c.kind, c.posTx])).toEqual([
-    [Kind.Upsert, 11],
-    [Kind.Delete, 12],
+  expect(pending(b).map((c) => [c.kind, c.commitLsn])).toEqual([
+    [Kind.Upsert, 11n],
+    [Kind.Delete, 12n],
   ]);
 });
 
@@ -58,19 +59,19 @@ test("an update with unchanged-TOAST columns merges with the pending change of i
 test("a truncate drops what is pending for its table; limits decide when the batch is full or due", () => {
   const b = new Batch({ maxEvents: 5, maxBytes: 1 << 20, maxLatencyMs: 50 });
   b.add(up(1, 10, 1, { a: "1" }), 1000);
-  b.add({ ...del(0, 11, 1), kind: Kind.Truncate, key: [], keyId: "" }, 1000);
+  b.add({ ...del(0, 11, 1), kind: Kind.Truncate, key: [], keyText: "" }, 1000);
   b.add(up(2, 12, 1, { a: "2" }), 1000);
-  expect(pending(b).map((c) => c.keyId)).toEqual(['["2"]']);
-  expect(b.truncates.has(target)).toBe(true);
-  b.advance(coord, 1, 10, 1000);
+  expect(pending(b).map((c) => c.keyText)).toEqual(['["2"]']);
+  expect(b.truncates.has("t")).toBe(true);
+  b.advance(coord, 1n, 10, 1000);
   expect(b.full(1000)).toBe(false);
   expect(b.due(1049)).toBe(false);
   expect(b.due(1050)).toBe(true);
-  for (let i = 2; i <= 4; i++) b.advance(coord, i, 10, 1001);
+  for (let i = 2; i <= 4; i++) b.advance(coord, BigInt(i), 10, 1001);
   expect(b.full(1001)).toBe(false);
-  b.advance(coord, 5, 10, 1002);
+  b.advance(coord, 5n, 10, 1002);
   expect(b.full(1002)).toBe(true);
-  expect(b.positions.get("s\u0000p")).toEqual({ stream: "s", part: "p", first: 0, next: 5 });
+  expect(b.parts.get("s\u0000p")).toEqual({ stream: "s", part: "p", first: 0n, next: 5n });
 });
 
 test("soft delete: a delete of a row still pending keeps the row, flagged with the delete's time and position", () => {
@@ -82,13 +83,13 @@ test("soft delete: a delete of a row still pending keeps the row, flagged with t
   b.add({ ...up(2, 10, 1, { a: "y" }), target: soft }, 0);
   b.add({ ...del(2, 20, 1), target: soft }, 0);
   b.add({ ...up(2, 30, 1, { a: "again" }), target: soft }, 0);
-  const p = [...b.tables.get(soft)!.pending.values()];
-  expect(p.map((c) => [c.keyId, c.kind, c.vals?.[0], c.posTx, c.deletedTs])).toEqual([
-    ['["1"]', Kind.Upsert, "x", 20, 1234],
-    ['["2"]', Kind.Upsert, "again", 30, undefined],
+  const p = [...b.tables.get("t")!.pending.values()];
+  expect(p.map((c) => [c.keyText, c.kind, c.vals?.[0], c.commitLsn, c.deletedAt])).toEqual([
+    ['["1"]', Kind.Upsert, "x", 20n, 1234],
+    ['["2"]', Kind.Upsert, "again", 30n, undefined],
   ]);
   const hard = new Batch(limits);
   hard.add(up(1, 10, 1, { a: "x" }), 0);
   hard.add(del(1, 20, 1), 0);
-  expect(pending(hard).map((c) => [c.kind, c.deletedTs])).toEqual([[Kind.Delete, undefined]]);
+  expect(pending(hard).map((c) => [c.kind, c.deletedAt])).toEqual([[Kind.Delete, undefined]]);
 });

@@ -1,11 +1,11 @@
 import { expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { findLine, parseConfig } from "./config.ts";
+import { tempDir } from "../test/support/cleanup.ts";
 
 const example = readFileSync(new URL("../sink.toml", import.meta.url), "utf8");
-const secretDir = mkdtempSync(join(tmpdir(), "cdc-sink-secret-"));
+const secretDir = tempDir("cdc-sink-secret-");
 writeFileSync(join(secretDir, "password"), "s3cret\n");
 const withSecret = example.replace("/mnt/analytics-credentials/password", join(secretDir, "password"));
 

@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseToml } from "smol-toml";
 import * as v from "valibot";
+import { ConfigError } from "./errors.ts";
 
 const positiveInt = (d: number) => v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), d);
 
@@ -128,16 +129,6 @@ export interface ConfigIssue {
   key: string;
   message: string;
   line?: number;
-}
-
-export class ConfigError extends Error {
-  override name = "ConfigError";
-  constructor(
-    readonly file: string,
-    readonly issues: ConfigIssue[],
-  ) {
-    super(`${file}: ${issues.map(formatIssue).join("; ")}`);
-  }
 }
 export const formatIssue = (i: ConfigIssue) => `${i.key}${i.line ? ` (line ${i.line})` : ""}: ${i.message}`;
 

@@ -34,11 +34,3 @@ export function createLogger(opts: { level?: Level; write?: (line: string) => vo
 }
 
 export const silentLogger: Logger = createLogger({ write: () => {} });
-
-export function errorInfo(e: unknown): Record<string, unknown> {
-  if (e && typeof e === "object") {
-    const x = e as { message?: string; code?: string; name?: string };
-    return { error: x.message ?? String(e), code: x.code, errorName: x.name };
-  }
-  return { error: String(e) };
-}

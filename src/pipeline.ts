@@ -1,95 +1,149 @@
-// source -> decode -> batch -> apply -> checkpoint, in one loop.
-// The loop reads only while no batch is being applied: the source's own bounded prefetch is the
-// only buffer, so memory stays bounded under any backlog and a slow database pauses the source.
-import { Batch, type BatchLimits } from "./batch.ts";
-import { errorInfo, type Logger } from "./log.ts";
+// source -> decode -> batch -> apply -> checkpoint, in one loop. The interfaces every stage meets
+// are here; src/daemon.ts picks their implementations.
+//
+// The loop reads only while at most one batch is being applied: the source's own bounded prefetch
+// is the only other buffer, so memory stays bounded under any backlog and a slow database pauses
+// the source. The next batch is read and decoded while the previous one commits; a batch is
+// applied only after its predecessor committed, so checkpoints never skip a record.
+import { retry, type RetryPolicy } from "./backoff.ts";
+import { ChangeBatch, type BatchLimits } from "./batch.ts";
+import { errorCode, errorInfo, isConnectionError, Stopped } from "./errors.ts";
+import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import { type Applier, type ApplyResult, isConnectionError } from "./sink/apply.ts";
+import type { Position, SchemaChange, Target } from "./model.ts";
 
-export interface Source {
-  readonly kind: string;
-  start(): Promise<void>;
-  /** Adds what is available to the batch, waiting up to `waitMs` for the first record; returns records read. */
-  read(batch: Batch, waitMs: number): Promise<number>;
-  /** The batch's transaction committed: acknowledge upstream (commit offsets / confirm the LSN). */
-  committed(result: ApplyResult): Promise<void>;
-  /** Source connected: partitions assigned, or slots streaming. */
-  ready(): boolean;
+/** What a source hands to its decoder. */
+export interface RecordSet {
+  readonly count: number;
+}
+
+export interface SourceStatus {
+  ready: boolean;
+  /** why not ready: named for an operator */
+  reason?: string;
+  /** an unrecoverable client error: liveness fails */
+  fatal?: string;
+}
+
+/** Where records come from: Kafka topics, or PostgreSQL slots. */
+export interface Source<R extends RecordSet> {
+  readonly kind: "kafka" | "postgres";
+  /** Connects (retrying while `signal` is not aborted); throws what retrying cannot fix. */
+  start(signal: AbortSignal): Promise<void>;
+  /** Up to `max` records; waits up to `waitMs` for the first. */
+  read(max: number, waitMs: number): Promise<R>;
+  /** Fills in the SQL types of columns a decoder found at the source. */
+  describe?(change: SchemaChange): Promise<SchemaChange>;
+  /** The analytics transaction holding these positions committed: acknowledge upstream (offsets, flush LSN). */
+  acknowledge(parts: CommittedPart[]): Promise<void>;
+  status(): SourceStatus;
   close(): Promise<void>;
 }
 
-export interface PipelineDeps {
-  source: Source;
-  applier: Applier;
+/** A decoder stopped before record `at` because the analytics table must change first. */
+export interface DecodeStop {
+  at: number;
+  request: SchemaChange;
+}
+
+/** Turns a source's records into changes in the batch; dead-letters what cannot be decoded. */
+export interface Decoder<R extends RecordSet> {
+  decode(records: R, batch: ChangeBatch, from?: number): DecodeStop | undefined;
+  /** The target of a mapping changed (columns added): use it for what follows. */
+  retarget(t: Target): void;
+}
+
+export interface CommittedPart {
+  stream: string;
+  part: string;
+  next: Position;
+}
+
+export interface ApplyResult {
+  applied: number;
+  skipped: number;
+  deadLetters: number;
+  /** checkpoint positions committed with the batch */
+  parts: CommittedPart[];
+}
+
+/** Where changes go: one analytics transaction per batch, checkpoint included. */
+export interface Sink {
+  apply(batch: ChangeBatch): Promise<ApplyResult>;
+  /** Adds columns to an analytics table; returns the target resolved again. */
+  evolve(change: SchemaChange): Promise<Target>;
+}
+
+/** The positions committed with the rows: where each source part resumes. */
+export interface CheckpointStore {
+  /** part -> next position, for one stream */
+  load(stream: string): Promise<Map<string, Position>>;
+}
+
+export interface PipelineDeps<R extends RecordSet> {
+  source: Source<R>;
+  decoder: Decoder<R>;
+  sink: Sink;
   limits: BatchLimits;
-  retry: { initialMs: number; maxMs: number };
+  retry: RetryPolicy;
   metrics: Metrics;
   log: Logger;
   /** called on every loop turn: liveness */
   heartbeat?: () => void;
 }
 
-export class Stopped extends Error {
-  override name = "Stopped";
-}
-
-export function createPipeline(deps: PipelineDeps) {
-  const { source, applier, metrics, log } = deps;
-  let stopping = false;
+export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
+  const { source, decoder, sink, metrics, log } = deps;
+  const stop = new AbortController();
   let dbUp = true;
-  let wake: (() => void) | undefined;
-  let lastApplyError: string | undefined;
+  let lastApplyError: unknown;
 
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const t = setTimeout(() => {
-        wake = undefined;
-        resolve();
-      }, ms);
-      wake = () => {
-        clearTimeout(t);
-        wake = undefined;
-        resolve();
-      };
-    });
-
-  async function applyWithRetry(batch: Batch): Promise<ApplyResult> {
-    let delay = deps.retry.initialMs;
-    for (let attempt = 1; ; attempt++) {
-      const t0 = performance.now();
-      try {
-        const r = await applier.apply(batch);
-        metrics.applyDuration.observe({}, (performance.now() - t0) / 1000);
-        if (!dbUp) log.info("analytics database reachable", attempt > 1 ? { attempts: attempt } : undefined);
+  /** Runs a database step until it succeeds; connection errors mark the database down meanwhile. */
+  function untilDone<T>(what: string, fn: () => Promise<T>, ctx: Record<string, unknown> = {}): Promise<T> {
+    return retry(
+      async () => {
+        const r = await fn();
+        if (!dbUp) log.info("analytics database reachable again");
         dbUp = true;
         lastApplyError = undefined;
         metrics.dbUp.set({}, 1);
         return r;
-      } catch (e) {
-        const info = errorInfo(e);
-        const code = String(info.code ?? (e as Error).name ?? "UNKNOWN");
-        metrics.errors.inc({ stage: "apply", code });
-        if (isConnectionError(e)) {
-          dbUp = false;
-          metrics.dbUp.set({}, 0);
-        }
-        lastApplyError = String(info.error);
-        if (stopping) throw new Stopped("shutdown while retrying a batch; it was not committed");
-        metrics.retries.inc({ stage: "apply" });
-        const wait = Math.round(delay / 2 + Math.random() * (delay / 2));
-        log.error("applying batch failed; retrying", { ...info, attempt, retryInMs: wait, events: batch.events });
-        await sleep(wait);
-        if (stopping) throw new Stopped("shutdown while retrying a batch; it was not committed");
-        delay = Math.min(delay * 2, deps.retry.maxMs);
-      }
+      },
+      {
+        policy: deps.retry,
+        signal: stop.signal,
+        onError(e, attempt, waitMs) {
+          metrics.errors.inc({ stage: "apply", code: errorCode(e) });
+          if (isConnectionError(e)) {
+            dbUp = false;
+            metrics.dbUp.set({}, 0);
+          }
+          lastApplyError = e;
+          if (stop.signal.aborted) throw new Stopped(`shutdown while retrying (${what}); nothing was committed`);
+          metrics.retries.inc({ stage: "apply" });
+          log.error(`${what} failed; retrying`, { ...errorInfo(e), attempt, retryInMs: waitMs, ...ctx });
+        },
+      },
+    );
+  }
+
+  /** Decodes records into the batch, changing analytics tables first where a decoder asks. */
+  async function decode(records: R, batch: ChangeBatch): Promise<void> {
+    let stop = decoder.decode(records, batch);
+    while (stop) {
+      const request = stop.request;
+      const change = source.describe ? await source.describe(request) : request;
+      decoder.retarget(await untilDone("changing an analytics table", () => sink.evolve(change), { table: request.target.table.name }));
+      stop = decoder.decode(records, batch, stop.at);
     }
   }
 
   /** Applies, records and acknowledges one batch; false when shutdown abandoned it uncommitted. */
-  async function commit(batch: Batch): Promise<boolean> {
+  async function commit(batch: ChangeBatch): Promise<boolean> {
+    const t0 = performance.now();
     let result: ApplyResult;
     try {
-      result = await applyWithRetry(batch);
+      result = await untilDone("applying a batch", () => sink.apply(batch), { events: batch.events });
     } catch (e) {
       if (e instanceof Stopped) {
         log.warn(e.message, { events: batch.events });
@@ -98,61 +152,62 @@ export function createPipeline(deps: PipelineDeps) {
       throw e;
     }
     const committedAt = Date.now();
+    metrics.applyDuration.observe({}, (performance.now() - t0) / 1000);
     metrics.batches.inc();
     metrics.batchSize.observe({}, batch.events);
     metrics.lastCheckpoint.set({}, committedAt / 1000);
-    for (const [t, n] of batch.ignoredTruncates) {
-      metrics.truncatesIgnored.inc({ table: t.table.name }, n);
-      log.warn("truncate event ignored (mapping truncate = \"ignore\")", { table: t.table.name, events: n });
+    for (const [table, n] of batch.ignoredTruncates) {
+      metrics.truncatesIgnored.inc({ table }, n);
+      log.warn('truncate event ignored (mapping truncate = "ignore")', { table, events: n });
     }
-    for (const st of batch.tables.values())
-      for (const c of st.pending.values()) if (c.sourceTs > 0) metrics.endToEndLag.observe({}, Math.max(0, committedAt - c.sourceTs) / 1000);
+    for (const table of batch.tables.values())
+      for (const c of table.pending.values()) if (c.sourceTs > 0) metrics.endToEndLag.observe({}, Math.max(0, committedAt - c.sourceTs) / 1000);
     try {
-      await source.committed(result);
+      await source.acknowledge(result.parts);
     } catch (e) {
       // the checkpoint table already holds the position; upstream acknowledgement is a mirror
-      metrics.errors.inc({ stage: "checkpoint", code: String(errorInfo(e).code ?? "UNKNOWN") });
-      log.warn("acknowledging upstream failed (position is safe in the checkpoint table)", errorInfo(e));
+      metrics.errors.inc({ stage: "checkpoint", code: errorCode(e) });
+      log.warn("acknowledging upstream failed (the position is safe in the checkpoint table)", errorInfo(e));
     }
     log.debug("batch committed", { events: batch.events, applied: result.applied, skipped: result.skipped, deadLetters: result.deadLetters });
     return true;
   }
 
   return {
-    get lastError() {
+    /** The last error of the analytics database while it is failing; undefined once it answers. */
+    get lastError(): unknown {
       return lastApplyError;
     },
 
-    /**
-     * Runs until stop(); resolves after the last committed batch is acknowledged.
-     * The next batch is read and decoded while the previous one commits (two batches at most);
-     * a batch is applied only after its predecessor committed, so checkpoints never skip events.
-     */
+    /** Runs until stop(); resolves after the last committed batch is acknowledged and the source closed. */
     async run(): Promise<void> {
-      await source.start();
+      await source.start(stop.signal);
       let inflight: Promise<boolean> | undefined;
-      while (!stopping) {
-        const batch = new Batch(deps.limits);
-        while (!stopping) {
-          deps.heartbeat?.();
-          // with events pending, only take what is already there: a dry queue flushes at once
-          const n = await source.read(batch, batch.events ? 0 : inflight ? 5 : 500);
-          // flush when the source has nothing more right now, or the batch is full or due
-          if (batch.full(Date.now()) || (batch.events && n === 0)) break;
-          if (inflight && !batch.events && n === 0) break;
+      try {
+        while (!stop.signal.aborted) {
+          const batch = new ChangeBatch(deps.limits);
+          while (!stop.signal.aborted) {
+            deps.heartbeat?.();
+            // with events pending, take only what is there already: a dry source flushes at once
+            const records = await source.read(Math.max(1, deps.limits.maxEvents - batch.events), batch.events ? 0 : inflight ? 5 : 500);
+            await decode(records, batch);
+            const n = records.count;
+            if (batch.full(Date.now()) || (batch.events && n === 0)) break;
+            if (inflight && !batch.events && n === 0) break;
+          }
+          if (inflight && !(await inflight)) break;
+          inflight = undefined;
+          if (batch.events) inflight = commit(batch);
         }
-        if (inflight && !(await inflight)) break;
-        inflight = undefined;
-        if (batch.events) inflight = commit(batch);
+        if (inflight) await inflight;
+      } finally {
+        await source.close();
       }
-      if (inflight) await inflight;
-      await source.close();
     },
 
     /** Stops reading; the batch in flight finishes (or, while retrying, is abandoned uncommitted). */
     stop(): void {
-      stopping = true;
-      wake?.();
+      stop.abort();
     },
   };
 }

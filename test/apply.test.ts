@@ -1,12 +1,13 @@
 // The applier against a real PostgreSQL: array parameters, and a batch another member partly applied.
 import { expect, test } from "bun:test";
-import { Batch, type Coord } from "../src/batch.ts";
+import { ChangeBatch } from "../src/batch.ts";
 import { decodeDebezium } from "../src/decode/debezium.ts";
 import { silentLogger } from "../src/log.ts";
 import { createMetrics } from "../src/metrics.ts";
+import type { Coord } from "../src/model.ts";
 import { createApplier } from "../src/sink/apply.ts";
 import { textArray } from "../src/sink/pgarray.ts";
-import { ensureStateTables } from "../src/sink/schema.ts";
+import { ensureStateTables } from "../src/sink/state.ts";
 import { loadTargets } from "../src/sink/targets.ts";
 import { envelope, keyOf, newClock } from "./support/debezium.ts";
 import { analyticsDb, config, sinkToml } from "./support/harness.ts";
@@ -34,14 +35,14 @@ test("text[] parameters built by the applier read back unchanged", async () => {
 test("a batch another member partly applied is applied only from where that member's checkpoint stands", async () => {
   const { sql, orders } = await setup();
   const metrics = createMetrics();
-  const applier = createApplier({ sql, stateSchema: "cdc_sink", metrics, log: silentLogger });
+  const apply = createApplier({ sql, stateSchema: "cdc_sink", metrics, log: silentLogger });
   const clock = newClock();
   const part = "orders/0";
-  const batch = new Batch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
+  const batch = new ChangeBatch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
   const now = Date.now();
   for (let offset = 10; offset < 14; offset++) {
-    const coord: Coord = { stream: "kafka:g", part, position: offset };
-    batch.advance(coord, offset + 1, 100, now);
+    const coord: Coord = { stream: "kafka:g", part, position: BigInt(offset) };
+    batch.advance(coord, BigInt(offset + 1), 100, now);
     if (offset === 11) {
       batch.deadLetter({ coord, table: "fact_orders", stage: "decode", key: null, value: "not json", error: "invalid JSON", code: "DECODE" });
       continue;
@@ -52,11 +53,11 @@ test("a batch another member partly applied is applied only from where that memb
   // the other member committed offsets 10..12 (it wrote its own rows; here only its checkpoint)
   await sql`INSERT INTO cdc_sink.checkpoints (stream, part, position) VALUES ('kafka:g', ${part}, 13)`;
 
-  const r = await applier.apply(batch);
+  const r = await apply(batch);
   expect((await sql`SELECT id FROM fact_orders ORDER BY id`).map((x) => Number(x.id))).toEqual([13]);
   expect(Number((await sql`SELECT count(*) FROM cdc_sink.dead_letters`)[0]!.count)).toBe(0);
   expect(r.applied).toBe(1);
-  expect(r.positions.get(`kafka:g\u0000${part}`)!.next).toBe(14);
+  expect(r.parts.find((p) => p.part === part)!.next).toBe(14n);
   expect(Number((await sql`SELECT position FROM cdc_sink.checkpoints WHERE part = ${part}`)[0]!.position)).toBe(14);
   expect(metrics.rowsApplied.value({ table: "fact_orders", op: "upsert" })).toBe(1);
   await sql.end();
@@ -64,17 +65,17 @@ test("a batch another member partly applied is applied only from where that memb
 
 test("a batch nobody applied before is applied whole, with its dead letters and checkpoint", async () => {
   const { sql, orders } = await setup();
-  const applier = createApplier({ sql, stateSchema: "cdc_sink", log: silentLogger });
+  const apply = createApplier({ sql, stateSchema: "cdc_sink", log: silentLogger });
   const clock = newClock();
-  const batch = new Batch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
+  const batch = new ChangeBatch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
   const now = Date.now();
   for (let offset = 0; offset < 3; offset++) {
-    const coord: Coord = { stream: "kafka:g", part: "orders/1", position: offset };
-    batch.advance(coord, offset + 1, 100, now);
+    const coord: Coord = { stream: "kafka:g", part: "orders/1", position: BigInt(offset) };
+    batch.advance(coord, BigInt(offset + 1), 100, now);
     if (offset === 1) batch.deadLetter({ coord, table: "fact_orders", stage: "decode", key: null, value: "x", error: "invalid JSON", code: "DECODE" });
     else batch.add(decodeDebezium(orders, keyOf(offset), JSON.stringify(envelope(clock, "orders", "c", { after: { id: offset, status: "paid" } })), coord)!, now);
   }
-  const r = await applier.apply(batch);
+  const r = await apply(batch);
   expect(r).toMatchObject({ applied: 2, skipped: 0, deadLetters: 1 });
   expect((await sql`SELECT id FROM fact_orders ORDER BY id`).map((x) => Number(x.id))).toEqual([0, 2]);
   expect(Number((await sql`SELECT position FROM cdc_sink.dead_letters`)[0]!.position)).toBe(1);

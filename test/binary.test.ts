@@ -1,15 +1,15 @@
 // The single binary: built with bun build --compile, run from a directory holding a stray .env
 // and bunfig.toml, against the mock cluster and PostgreSQL.
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { KafkaProducer, MockCluster } from "../src/kafka/native.ts";
 import { envelope, keyOf, newClock } from "./support/debezium.ts";
 import { analyticsDb, ROOT, sinkToml, TOPICS, waitFor } from "./support/harness.ts";
 import { freePort, sharedCluster } from "./support/pg.ts";
+import { tempDir } from "./support/cleanup.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "cdc-sink-bin-"));
+const dir = tempDir("cdc-sink-bin-");
 const mock = new MockCluster(1);
 afterAll(() => mock.close());
 
@@ -57,7 +57,7 @@ test("the compiled binary serves /readyz, applies and counts an event, and exits
 }, 120_000);
 
 test("bundled for Node, the daemon runs the same under node", async () => {
-  const out = mkdtempSync(join(tmpdir(), "cdc-sink-node-"));
+  const out = tempDir("cdc-sink-node-");
   const build = Bun.spawnSync([process.execPath, "build", `${ROOT}src/main.ts`, "--target=node", "--outdir", out], { stderr: "pipe" });
   expect(build.exitCode).toBe(0);
   const node = Bun.which("node");
@@ -69,5 +69,5 @@ test("bundled for Node, the daemon runs the same under node", async () => {
 test("from source under Deno, the daemon runs the same", async () => {
   const deno = `${ROOT}node_modules/.bin/deno`;
   expect(Bun.spawnSync([deno, "run", "-A", `${ROOT}src/main.ts`, "--version"]).stdout.toString()).toMatch(/^cdc-sink \d+\.\d+\.\d+ \(librdkafka \d/);
-  await servesAppliesAndStops([deno, "run", "-A", `${ROOT}src/main.ts`], mkdtempSync(join(tmpdir(), "cdc-sink-deno-")), "deno");
+  await servesAppliesAndStops([deno, "run", "-A", `${ROOT}src/main.ts`], tempDir("cdc-sink-deno-"), "deno");
 }, 120_000);

@@ -1,16 +1,16 @@
 // The daemon as a process: bad config, kill -9 under load, PostgreSQL outage, SIGTERM.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
 import { KafkaProducer, MockCluster } from "../src/kafka/native.ts";
 import { envelope, keyOf, newClock, type SourceClock } from "./support/debezium.ts";
 import { analyticsDb, ROOT, sinkToml, TOPICS, waitFor } from "./support/harness.ts";
 import { sharedCluster, startCluster } from "./support/pg.ts";
+import { tempDir } from "./support/cleanup.ts";
 
 const BUN = process.execPath;
-const dir = mkdtempSync(join(tmpdir(), "cdc-sink-daemon-"));
+const dir = tempDir("cdc-sink-daemon-");
 let mock: MockCluster;
 let producer: KafkaProducer;
 

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Sql } from "postgres";
 import { KafkaProducer, MockCluster } from "../src/kafka/native.ts";
 import { envelope, keyOf, newClock, withSchema } from "./support/debezium.ts";
-import { analyticsDb, config, sinkToml, startPipeline, TOPICS, waitFor } from "./support/harness.ts";
+import { analyticsDb, config, sinkToml, startDaemon, TOPICS, waitFor } from "./support/harness.ts";
 import { sharedCluster } from "./support/pg.ts";
 
 let mock: MockCluster;
@@ -93,7 +93,7 @@ test("every op reaches all four tables, schemaless and with schema", async () =>
     { key: keyOf(9, "book_id"), value: envelope(clock, "inventory", "c", { after: { book_id: 9, quantity: 10, reserved: 0, warehouse: "main", updated_at: "2024-03-01T10:00:00Z" } }, { db: "inventory" }) },
     { key: keyOf(9, "book_id"), value: envelope(clock, "inventory", "u", { after: { book_id: 9, quantity: 7, reserved: 3, warehouse: "main", updated_at: "2024-03-01T11:00:00Z" } }, { db: "inventory" }) },
   ]);
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await waitFor("inventory update", async () => (await sql`SELECT quantity FROM fact_inventory WHERE book_id = 9`)[0]?.quantity === 7);
     await waitFor("all topics", async () => (await sql`SELECT count(*)::int AS n FROM fact_order_items`)[0]!.n === 1 && (await sql`SELECT title FROM dim_books`)[0]?.title === "Dune (2nd ed.)");
@@ -122,7 +122,7 @@ test("an unchanged-TOAST placeholder keeps the stored value", async () => {
     { key: keyOf(1), value: envelope(clock, "books", "c", { after: book }) },
     { key: keyOf(1), value: envelope(clock, "books", "u", { after: { ...book, price: 12.5, attributes: "__debezium_unavailable_value", tags: ["__debezium_unavailable_value"] } }) },
   ]);
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await waitFor("update", async () => (await sql`SELECT price::text FROM dim_books WHERE id = 1`)[0]?.price === "12.50");
   } finally {
@@ -131,7 +131,7 @@ test("an unchanged-TOAST placeholder keeps the stored value", async () => {
   expect(await rows(sql, "SELECT attributes, tags FROM dim_books")).toEqual([{ attributes: { long: "text" }, tags: ["a"] }]);
   // and across batches: a second run applies a TOAST update on its own
   await send(topics.books, [{ key: keyOf(1), value: envelope(clock, "books", "u", { after: { ...book, title: "T2", attributes: "__debezium_unavailable_value" } }) }]);
-  const run2 = await startPipeline(cfg);
+  const run2 = await startDaemon(cfg);
   try {
     await waitFor("second update", async () => (await sql`SELECT title FROM dim_books WHERE id = 1`)[0]?.title === "T2");
   } finally {
@@ -166,7 +166,7 @@ test("a truncate event empties only tables whose mapping says truncate; an ignor
     ],
     0,
   );
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await waitFor("every event consumed", async () => (await sql`SELECT sum(position)::int AS n FROM cdc_sink.checkpoints`)[0]!.n === 7 + 2 + 3);
   } finally {
@@ -195,7 +195,7 @@ test("stale and replayed events never regress a row, nor resurrect a deleted one
     { key: keyOf(6), value: e4 },
     { key: keyOf(6), value: null },
   ]);
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await waitFor("e2", async () => (await sql`SELECT status FROM fact_orders WHERE id = 5`)[0]?.status === "paid");
     await send(topics.orders, [
@@ -226,7 +226,7 @@ test("soft delete flags the row with the source's commit time, a re-insert clear
     { key: keyOf(1), value: deleted },
     { key: keyOf(2), value: envelope(clock, "books", "c", { after: { id: 2, title: "Emma" } }) },
   ]);
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await waitFor("both books", async () => (await sql`SELECT count(*)::int AS n FROM dim_books`)[0]!.n === 2);
     expect(await rows(sql, "SELECT id, title, _cdc_deleted_at IS NULL AS live, to_char(_cdc_deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') AS at FROM dim_books ORDER BY id")).toEqual([
@@ -267,7 +267,7 @@ test("replaying every topic from offset 0 leaves the analytics state unchanged",
   }
   const snapshotOf = () => rows(sql, "SELECT id::int, total_amount::float AS t FROM fact_orders ORDER BY id");
   const want = [...expected.entries()].sort((a, b) => a[0] - b[0]).map(([id, t]) => ({ id, t }));
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await waitFor("all applied", async () => JSON.stringify(await snapshotOf()) === JSON.stringify(want), 30_000);
   } finally {
@@ -277,7 +277,7 @@ test("replaying every topic from offset 0 leaves the analytics state unchanged",
   // forget the checkpoints and use a fresh group: everything is read again from offset 0
   await sql`DELETE FROM cdc_sink.checkpoints`;
   const replay = config(tomlFor(`replay${seq}`));
-  const run2 = await startPipeline(replay);
+  const run2 = await startDaemon(replay);
   try {
     await waitFor("replayed", async () => run2.metrics.eventsConsumed.value({ topic: topics.orders }) >= msgs.length, 30_000);
     await waitFor("checkpointed", async () => (await sql`SELECT coalesce(sum(position), 0)::int AS n FROM cdc_sink.checkpoints`)[0]!.n === msgs.length);
@@ -304,7 +304,7 @@ test("a poison message goes to the dead-letter table and the rest is applied", a
     { key: keyOf(7), value: Buffer.from('{"op":"c"\u0000}') },
     { key: Buffer.from([0x7b, 0xff, 0x7d]), value: Buffer.from([0xc3, 0x28]) },
   ], 0);
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await waitFor("dead letters", async () => (await sql`SELECT count(*)::int AS n FROM cdc_sink.dead_letters`)[0]!.n === 6);
   } finally {
@@ -342,7 +342,7 @@ test("bounded memory: batches respect their limits, and a blocked database stops
   const blocker = await sql.reserve();
   await blocker`BEGIN`;
   await blocker`LOCK TABLE fact_orders IN ACCESS EXCLUSIVE MODE`;
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await waitFor("reading to start", async () => run.metrics.eventsConsumed.value({ topic: topics.orders }) > 0);
     await new Promise((r) => setTimeout(r, 1500));

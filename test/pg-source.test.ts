@@ -1,13 +1,13 @@
 // PostgreSQL source end to end: logical replication (pgoutput) from two source databases.
 import { expect, test } from "bun:test";
-import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync} from "node:fs";
 import { join } from "node:path";
 import postgres, { type Sql } from "postgres";
-import { analyticsDb, config, ROOT, startPipeline, waitFor } from "./support/harness.ts";
+import { analyticsDb, config, ROOT, startDaemon, waitFor } from "./support/harness.ts";
 import { type PgCluster, sharedCluster, startCluster } from "./support/pg.ts";
+import { tempDir } from "./support/cleanup.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "cdc-sink-pgsrc-"));
+const dir = tempDir("cdc-sink-pgsrc-");
 
 async function sources(pg: PgCluster) {
   const ecomUrl = await pg.createDatabase("ecom");
@@ -55,7 +55,7 @@ test("existing rows are snapshotted; inserts, updates and deletes in both databa
   await ecom`INSERT INTO books (isbn, title, author, price, tags, attributes) VALUES ('1', 'Dune', 'Herbert', 9.99, '{sf}', '{"pages": 412}'), ('2', 'Emma', 'Austen', 5.5, '{}', '{}')`;
   await ecom`INSERT INTO orders (customer_id, status, total_amount) VALUES (1, 'paid', 15.49)`;
   await inv`INSERT INTO inventory (book_id, quantity) VALUES (1, 10), (2, 3)`;
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await same(ecom, analytics, "SELECT id, title, price, tags, attributes FROM books ORDER BY id");
     await same(inv, analytics, "SELECT book_id, quantity FROM inventory ORDER BY book_id");
@@ -93,7 +93,7 @@ test("writes during the snapshot end consistent", async () => {
       writes++;
     }
   })();
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await new Promise((r) => setTimeout(r, 3000));
     stop = true;
@@ -162,7 +162,7 @@ source = "ecom"
 source_table = "public.orders"
 table = "fact_orders"
 `);
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await ecom`INSERT INTO orders (customer_id) SELECT g FROM generate_series(1, 100) g`;
     await same(ecom, analytics, "SELECT id, customer_id FROM orders ORDER BY id");
@@ -211,7 +211,7 @@ test("a column added at the source is ignored by default, and added to analytics
     const { ecom, inv, analytics, toml } = await sources(pg);
     const cfg = config(toml.replace('name = "ecom"', `name = "ecom"\nnew_columns = "${mode}"`));
     await ecom`INSERT INTO books (isbn, title, author, price) VALUES ('1', 'Dune', 'Herbert', 9.99)`;
-    const run = await startPipeline(cfg);
+    const run = await startDaemon(cfg);
     try {
       await same(ecom, analytics, "SELECT id, title FROM books ORDER BY id");
       await ecom`ALTER TABLE books ADD COLUMN subtitle text, ADD COLUMN pages integer`;
@@ -237,7 +237,7 @@ test("TRUNCATE follows the per-table setting", async () => {
   const cfg = config(toml.replace('table = "fact_inventory"', 'table = "fact_inventory"\ntruncate = "truncate"'));
   await inv`INSERT INTO inventory (book_id, quantity) VALUES (1, 1), (2, 2)`;
   await ecom`INSERT INTO orders (customer_id) VALUES (1), (2)`;
-  const run = await startPipeline(cfg);
+  const run = await startDaemon(cfg);
   try {
     await same(inv, analytics, "SELECT book_id, quantity FROM inventory ORDER BY book_id");
     await same(ecom, analytics, "SELECT id FROM orders ORDER BY id");

@@ -40,3 +40,12 @@ test("every metric is documented in README", () => {
   const missing = names.filter((n) => !readme.includes(`\`${n.replace(/^cdc_sink_/, "")}`));
   expect(missing).toEqual([]);
 });
+
+test("every error code cdc-sink raises is listed in README", () => {
+  const sources = ["src/errors.ts", "src/sources/postgres/stream.ts"].map((f) => readFileSync(`${ROOT}${f}`, "utf8")).join("\n");
+  const codes = new Set([...sources.matchAll(/super\("([A-Z_]+)"|code = "([A-Z_]+)"|code: "([A-Z_]+)"/g)].map((m) => m[1] ?? m[2] ?? m[3]!));
+  expect([...codes]).toContain("SOURCE_SETUP");
+  expect([...codes]).toContain("REPLICATION_CLOSED");
+  const section = readme.slice(readme.indexOf("Error codes"));
+  expect([...codes].filter((c) => !section.includes(`\`${c}\``))).toEqual([]);
+});

@@ -1,7 +1,11 @@
-// Debezium PostgreSQL change events (JSON, with or without schema) -> Change.
-import { type Change, type Coord, Kind, type Target } from "../batch.ts";
+// Debezium PostgreSQL change events (Kafka Connect JSON, with or without schema) -> changes.
+import type { ChangeBatch } from "../batch.ts";
+import { DecodeError, errorCode, errorInfo } from "../errors.ts";
+import type { MessageBatch } from "../kafka/native.ts";
+import { type Change, type Coord, Kind, NO_POSITION, type Position, type Target } from "../model.ts";
+import type { Decoder } from "../pipeline.ts";
 import { parseJson } from "./json.ts";
-import { ABSENT, DecodeError, type FieldSchema, toText } from "./types.ts";
+import { ABSENT, type FieldSchema, toText } from "./values.ts";
 
 type Obj = Record<string, unknown>;
 
@@ -28,10 +32,10 @@ function fieldSchemas(schema: Obj | null, field?: string): Map<string, FieldSche
 /** Debezium's usual `["<lastCommitLsn>","<lsn>"]`, parsed without JSON.parse (it is on every event). */
 const SEQUENCE = /^\[(?:"(\d+)"|null),(?:"(\d+)"|null)\]$/;
 
-const lsnNumber = (v: unknown): number | undefined => {
-  if (typeof v === "number") return v;
-  if (typeof v === "bigint") return Number(v);
-  if (typeof v === "string" && /^\d+$/.test(v)) return Number(v);
+const positionOf = (v: unknown): Position | undefined => {
+  if (typeof v === "number" && Number.isInteger(v) && v >= 0) return BigInt(v);
+  if (typeof v === "bigint") return v;
+  if (typeof v === "string" && /^\d+$/.test(v)) return BigInt(v);
   return undefined;
 };
 
@@ -45,31 +49,31 @@ const lsnNumber = (v: unknown): number | undefined => {
  * transactions that began before the snapshot and committed after it; so snapshot rows rank below
  * every streamed change (commit position 0), and a later snapshot beats an earlier one.
  */
-export function eventPosition(source: Obj | undefined, op: string, fallback: number): { posTx: number; pos: number } {
-  const lsn = lsnNumber(source?.lsn);
+export function eventPosition(source: Obj | undefined, op: string, fallback: Position): { commitLsn: Position; lsn: Position } {
+  const lsn = positionOf(source?.lsn);
   const snap = source?.snapshot;
   const isSnapshot = op === "r" || (typeof snap === "string" ? SNAPSHOT_VALUES.has(snap) : snap === true);
-  if (isSnapshot) return { posTx: 0, pos: lsn ?? fallback };
+  if (isSnapshot) return { commitLsn: 0n, lsn: lsn ?? fallback };
   let seq: unknown[] | undefined;
   if (typeof source?.sequence === "string") {
     const m = SEQUENCE.exec(source.sequence);
     if (m) seq = [m[1], m[2]];
     else
       try {
-        const p = JSON.parse(source.sequence);
+        const p = parseJson(source.sequence);
         if (Array.isArray(p)) seq = p;
       } catch {
         /* ignored: fall back to lsn */
       }
   }
-  const commit = lsnNumber(seq?.[0]);
-  const rec = lsnNumber(seq?.[1]) ?? lsn;
-  if (rec === undefined) return { posTx: fallback, pos: 0 };
-  return { posTx: commit ?? rec, pos: rec };
+  const commit = positionOf(seq?.[0]);
+  const rec = positionOf(seq?.[1]) ?? lsn;
+  if (rec === undefined) return { commitLsn: fallback, lsn: 0n };
+  return { commitLsn: commit ?? rec, lsn: rec };
 }
 
 /** Decodes the message key into text values of the target's key columns. */
-function decodeKey(t: Target, keyText: string): { key: (string | null)[]; keyId: string } {
+function decodeKey(t: Target, keyText: string): { key: (string | null)[]; keyText: string } {
   const { payload, schema } = unwrap(parseJson(keyText));
   if (!payload || typeof payload !== "object" || Array.isArray(payload)) throw new DecodeError("message key is not a JSON object");
   const fields = fieldSchemas(schema);
@@ -87,7 +91,7 @@ function decodeKey(t: Target, keyText: string): { key: (string | null)[]; keyId:
     found++;
   }
   if (found !== t.key.length) throw new DecodeError(`message key ${keyText.slice(0, 200)} lacks key column(s) ${t.key.join(", ")}`);
-  return { key, keyId: JSON.stringify(key) };
+  return { key, keyText: JSON.stringify(key) };
 }
 
 /**
@@ -98,7 +102,7 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
   if (valueText === null) {
     if (keyText === null) throw new DecodeError("record has neither key nor value");
     const k = decodeKey(t, keyText);
-    return { target: t, kind: Kind.Delete, ...k, posTx: -1, pos: -1, sourceTs: 0, coord, raw: { key: keyText, value: null } };
+    return { target: t, kind: Kind.Delete, ...k, commitLsn: NO_POSITION, lsn: NO_POSITION, sourceTs: 0, coord, raw: { key: keyText, value: null } };
   }
   const { payload, schema } = unwrap(parseJson(valueText));
   if (!payload || typeof payload !== "object" || Array.isArray(payload)) throw new DecodeError("value is not a Debezium envelope (JSON object)");
@@ -107,16 +111,16 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
   if (typeof op !== "string") throw new DecodeError("envelope has no op");
   const source = env.source as Obj | undefined;
   const sourceTs = typeof source?.ts_ms === "number" ? source.ts_ms : typeof env.ts_ms === "number" ? env.ts_ms : 0;
-  const { posTx, pos } = eventPosition(source, op, coord.position);
+  const { commitLsn, lsn } = eventPosition(source, op, coord.position);
   const raw = { key: keyText, value: valueText };
   switch (op) {
     case "m":
       return null;
     case "t":
-      return { target: t, kind: Kind.Truncate, keyId: "", key: [], posTx, pos, sourceTs, coord, raw };
+      return { target: t, kind: Kind.Truncate, keyText: "", key: [], commitLsn, lsn, sourceTs, coord, raw };
     case "d": {
       if (keyText === null) throw new DecodeError("delete event has no message key");
-      return { target: t, kind: Kind.Delete, ...decodeKey(t, keyText), posTx, pos, sourceTs, coord, raw };
+      return { target: t, kind: Kind.Delete, ...decodeKey(t, keyText), commitLsn, lsn, sourceTs, coord, raw };
     }
     case "c":
     case "u":
@@ -147,9 +151,80 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
         cols.push(t.key[i]!);
         vals.push(k.key[i]!);
       }
-      return { target: t, kind: Kind.Upsert, ...k, cols, vals, posTx, pos, sourceTs, coord, raw };
+      return { target: t, kind: Kind.Upsert, ...k, cols, vals, commitLsn, lsn, sourceTs, coord, raw };
     }
     default:
       throw new DecodeError(`unknown op ${JSON.stringify(op)}`);
   }
+}
+
+/** The record's bytes when its decoded text does not hold them exactly (NUL, invalid UTF-8); else null. */
+function inexact(text: string | null, bytes: Uint8Array | null): Uint8Array | null {
+  if (text === null || bytes === null) return null;
+  return text.includes("\u0000") || !Buffer.from(text, "utf8").equals(bytes) ? bytes : null;
+}
+
+/** The decode stage of the Kafka source: a consumed batch of Debezium records into the change batch. */
+export function createDebeziumDecoder(deps: {
+  /** checkpoint stream: kafka:<group> */
+  stream: string;
+  targets: Target[];
+  onDeadLetter?: (info: { topic: string; partition: number; offset: number; error: string; code: string }) => void;
+  onUnknownFields?: (fields: string[]) => void;
+  onConsumed?: (topic: string, n: number) => void;
+}): Decoder<MessageBatch> {
+  const byTopic = new Map<string, Target>();
+  for (const t of deps.targets) byTopic.set(t.mapping.topic!, t);
+  const unknownFields = new Set<string>();
+  const reported = new Set<string>();
+  return {
+    decode(b: MessageBatch, batch: ChangeBatch) {
+      const now = Date.now();
+      const names = b.topicNames;
+      const counts = new Array<number>(names.length).fill(0);
+      for (let i = 0; i < b.count; i++) {
+        const ti = b.topicIndex(i);
+        counts[ti]!++;
+        const topic = names[ti]!;
+        const partition = b.partition(i);
+        const offset = b.offset(i);
+        const coord: Coord = { stream: deps.stream, part: `${topic}/${partition}`, position: BigInt(offset) };
+        batch.advance(coord, coord.position + 1n, b.size(i), now);
+        const t = byTopic.get(topic);
+        if (!t) continue;
+        const keyText = b.keyText(i);
+        const valueText = b.valueText(i);
+        try {
+          const c = decodeDebezium(t, keyText, valueText, coord, unknownFields);
+          if (c) batch.add(c, now);
+        } catch (e) {
+          const { error } = errorInfo(e);
+          const code = errorCode(e) === "UNKNOWN" ? "DECODE" : errorCode(e);
+          deps.onDeadLetter?.({ topic, partition, offset, error, code });
+          batch.deadLetter({
+            coord,
+            table: t.table.name,
+            stage: "decode",
+            key: keyText,
+            value: valueText,
+            keyBytes: inexact(keyText, b.key(i)),
+            valueBytes: inexact(valueText, b.value(i)),
+            error,
+            code,
+          });
+        }
+      }
+      for (let ti = 0; ti < names.length; ti++) if (counts[ti]) deps.onConsumed?.(names[ti]!, counts[ti]!);
+      if (unknownFields.size) {
+        const fresh = [...unknownFields].filter((f) => !reported.has(f));
+        for (const f of fresh) reported.add(f);
+        if (fresh.length) deps.onUnknownFields?.(fresh);
+        unknownFields.clear();
+      }
+      return undefined;
+    },
+    retarget(t: Target) {
+      byTopic.set(t.mapping.topic!, t);
+    },
+  };
 }

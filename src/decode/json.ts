@@ -1,9 +1,10 @@
 // JSON.parse that keeps integers beyond 2^53 exact (as bigint). Fast path: plain JSON.parse when the
 // text holds no run of 16+ digits, which is the only way an unsafe integer can appear.
+import { DecodeError } from "../errors.ts";
+
 const LONG_DIGITS = /\d{16}/;
 
-export class JsonError extends Error {
-  override name = "JsonError";
+export class JsonError extends DecodeError {
   constructor(
     message: string,
     readonly position: number,

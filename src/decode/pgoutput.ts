@@ -1,4 +1,5 @@
-// pgoutput (logical replication protocol v1) messages. Column values stay PostgreSQL's exact text.
+// The replication protocol's wire format: CopyData framing (XLogData, keepalive, standby status)
+// and pgoutput (protocol v1) messages. Column values stay PostgreSQL's exact text.
 
 export interface RelationColumn {
   name: string;
@@ -129,6 +130,33 @@ export function parsePgOutput(b: Uint8Array): PgOutputMessage {
     default:
       return { tag: "other", code: tag };
   }
+}
+
+/** What the server sends inside the replication COPY stream. */
+export type CopyData =
+  | { kind: "xlog"; walEnd: bigint; msg: PgOutputMessage }
+  | { kind: "keepalive"; walEnd: bigint; replyRequested: boolean }
+  | { kind: "other"; code: number };
+
+export function parseCopyData(d: Uint8Array): CopyData {
+  const view = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  // XLogData: 'w', start LSN, end of WAL, send time, pgoutput message
+  if (d[0] === 0x77) return { kind: "xlog", walEnd: view.getBigUint64(9), msg: parsePgOutput(d.subarray(25)) };
+  // keepalive: 'k', end of WAL, send time, reply requested
+  if (d[0] === 0x6b) return { kind: "keepalive", walEnd: view.getBigUint64(1), replyRequested: d[17] === 1 };
+  return { kind: "other", code: d[0]! };
+}
+
+/** Standby status update: written, flushed and applied positions all `lsn`; no reply requested. */
+export function standbyStatus(lsn: bigint, nowMs = Date.now()): Buffer {
+  const b = Buffer.alloc(34);
+  b[0] = 0x72; // 'r'
+  b.writeBigUInt64BE(lsn, 1);
+  b.writeBigUInt64BE(lsn, 9);
+  b.writeBigUInt64BE(lsn, 17);
+  b.writeBigUInt64BE(BigInt(nowMs - PG_EPOCH_MS) * 1000n, 25);
+  b[33] = 0;
+  return b;
 }
 
 export const formatLsn = (lsn: bigint): string => `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;

@@ -19,9 +19,9 @@ export function textArray(n: number, get: (i: number) => string | null): string 
   return `{${parts.join(",")}}`;
 }
 
-/** `{1,2,3.5}`: an int8[] or float8[] literal of `n` finite numbers. */
-export function numberArray(n: number, get: (i: number) => number): string {
-  const parts = new Array<number>(n);
+/** `{1,2,3.5}`: an int8[] or float8[] literal of `n` finite numbers or bigints. */
+export function numberArray(n: number, get: (i: number) => number | bigint): string {
+  const parts = new Array<number | bigint>(n);
   for (let i = 0; i < n; i++) parts[i] = get(i);
   return `{${parts.join(",")}}`;
 }

@@ -1,8 +1,9 @@
 // Mappings resolved against the analytics tables they write to.
 import type { Sql } from "postgres";
-import type { Target } from "../batch.ts";
 import type { Mapping } from "../config.ts";
-import { introspectTable, POSITION_COLUMNS, SchemaError, tableProblems, type TableInfo } from "./schema.ts";
+import { SchemaError } from "../errors.ts";
+import type { TableInfo, Target } from "../model.ts";
+import { introspectTable, POSITION_COLUMNS, tableProblems } from "./schema.ts";
 
 export function resolveTarget(mapping: Mapping, table: TableInfo): Target {
   const key = mapping.key ?? table.primaryKey;
@@ -33,7 +34,7 @@ export async function loadTargets(sql: Sql, mappings: Mapping[]): Promise<Target
       info ??= await introspectTable(sql, m.table);
     } catch (e) {
       if (e instanceof SchemaError) {
-        problems.push(e.message);
+        problems.push(...e.problems);
         continue;
       }
       throw e;
@@ -44,6 +45,6 @@ export async function loadTargets(sql: Sql, mappings: Mapping[]): Promise<Target
     for (const src of Object.keys(m.rename)) if (!info.columns.has(m.rename[src]!)) problems.push(`${m.table}: rename target ${m.rename[src]} does not exist`);
     targets.push(resolveTarget(m, info));
   }
-  if (problems.length) throw new SchemaError(problems.join("; "));
+  if (problems.length) throw new SchemaError(problems);
   return targets;
 }

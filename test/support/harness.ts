@@ -2,14 +2,9 @@
 import { readFileSync } from "node:fs";
 import postgres, { type Sql } from "postgres";
 import { parseConfig, type Config } from "../../src/config.ts";
+import { createDaemon, type Daemon } from "../../src/daemon.ts";
 import { createLogger, silentLogger } from "../../src/log.ts";
-import { createMetrics, type Metrics } from "../../src/metrics.ts";
-import { createPipeline, type Pipeline } from "../../src/pipeline.ts";
-import { createApplier } from "../../src/sink/apply.ts";
-import { ensureStateTables } from "../../src/sink/schema.ts";
-import { loadTargets } from "../../src/sink/targets.ts";
-import { createKafkaSource } from "../../src/sources/kafka.ts";
-import { createPgSource } from "../../src/sources/postgres.ts";
+import type { Metrics } from "../../src/metrics.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -62,42 +57,30 @@ export function config(toml: string): Config {
 }
 
 export interface Running {
-  pipeline: Pipeline;
+  daemon: Daemon;
   metrics: Metrics;
-  done: Promise<void>;
+  /** the daemon's exit code once it stopped */
+  done: Promise<number>;
   sql: Sql;
   stop(): Promise<void>;
 }
 
-export async function startPipeline(cfg: Config, opts: { verbose?: boolean } = {}): Promise<Running> {
+/** The daemon in-process, with short retries; `stop()` waits for a clean exit. */
+export async function startDaemon(cfg: Config, opts: { verbose?: boolean } = {}): Promise<Running> {
   const log = opts.verbose ? createLogger({ level: "debug" }) : silentLogger;
-  const metrics = createMetrics();
+  const daemon = createDaemon({ ...cfg, retry: { initial_ms: 50, max_ms: 1000 }, http: { ...cfg.http, enabled: false } }, { log });
+  const done = daemon.run();
   const sql = postgres(cfg.postgres.url!, { max: 4, onnotice: () => {} });
-  await ensureStateTables(sql, cfg.postgres.state_schema);
-  const targets = await loadTargets(sql, cfg.mappings);
-  const applier = createApplier({ sql, stateSchema: cfg.postgres.state_schema, metrics, log });
-  const source =
-    cfg.source.kind === "kafka"
-      ? createKafkaSource({ config: cfg.kafka!, targets, applier, metrics, log })
-      : createPgSource({ config: cfg, targets, applier, analytics: sql, metrics, log });
-  const pipeline = createPipeline({
-    source,
-    applier,
-    limits: { maxEvents: cfg.batch.max_events, maxBytes: cfg.batch.max_bytes, maxLatencyMs: cfg.batch.max_latency_ms },
-    retry: { initialMs: 50, maxMs: 1000 },
-    metrics,
-    log,
-  });
-  const done = pipeline.run();
   return {
-    pipeline,
-    metrics,
+    daemon,
+    metrics: daemon.metrics,
     done,
     sql,
     async stop() {
-      pipeline.stop();
-      await done;
+      daemon.stop();
+      const code = await done;
       await sql.end({ timeout: 2 });
+      if (code !== 0) throw new Error(`the daemon exited with ${code}`);
     },
   };
 }

@@ -1,10 +1,10 @@
 // A throwaway PostgreSQL cluster with wal_level=logical on a free port, started once per test process.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync, chmodSync, chownSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, readdirSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
+import { onCleanup, tempDir } from "./cleanup.ts";
 
 export function pgBinDir(): string {
   const base = "/usr/lib/postgresql";
@@ -49,7 +49,7 @@ let dbSeq = 0;
 
 export async function startCluster(opts: { settings?: Record<string, string> } = {}): Promise<PgCluster> {
   const bin = pgBinDir();
-  const root = mkdtempSync(join(tmpdir(), "cdc-sink-pg-"));
+  const root = tempDir("cdc-sink-pg-");
   const dataDir = join(root, "data");
   if (isRoot) {
     chmodSync(root, 0o755);
@@ -76,7 +76,6 @@ export async function startCluster(opts: { settings?: Record<string, string> } =
     .join(" ");
   const start = () => runAs(join(bin, "pg_ctl"), ["-D", dataDir, "-w", "-t", "60", "-l", join(root, "log"), "-o", flags, "start"]);
   start();
-  let stopped = false;
   const cluster: PgCluster = {
     port,
     dataDir,
@@ -98,11 +97,10 @@ export async function startCluster(opts: { settings?: Record<string, string> } =
       runAs(join(bin, "pg_ctl"), ["-D", dataDir, "-m", "immediate", "stop"]);
     },
   };
-  process.once("exit", () => {
-    if (stopped) return;
-    stopped = true;
-    spawnSync(isRoot ? "runuser" : join(bin, "pg_ctl"), isRoot ? ["-u", "postgres", "--", join(bin, "pg_ctl"), "-D", dataDir, "-m", "immediate", "stop"] : ["-D", dataDir, "-m", "immediate", "stop"]);
-    rmSync(root, { recursive: true, force: true });
+  // registered after the temp dir, so it runs before the dir is removed
+  onCleanup(() => {
+    const pgCtl = [join(bin, "pg_ctl"), "-D", dataDir, "-m", "immediate", "stop"];
+    spawnSync(isRoot ? "runuser" : pgCtl[0]!, isRoot ? ["-u", "postgres", "--", ...pgCtl] : pgCtl.slice(1), { stdio: "ignore" });
   });
   return cluster;
 }

@@ -1,7 +1,9 @@
 import { expect, test } from "bun:test";
-import { ABSENT, type ColumnType, DecodeError, decimalFromBase64, toText } from "./types.ts";
+import { DecodeError } from "../errors.ts";
+import type { ColumnType } from "../model.ts";
+import { ABSENT, decimalFromBase64, toText } from "./values.ts";
 
-const col = (type: string, extra: Partial<ColumnType> = {}): ColumnType => ({ name: "c", type, isArray: false, scale: null, ...extra });
+const col = (type: string, extra: Partial<ColumnType> = {}): ColumnType => ({ name: "c", type, isArray: false, scale: null, precision: null, ...extra });
 
 test("dates, timestamps and times decode exactly by column type", () => {
   expect(toText(19723, col("date"))).toBe("2024-01-01");

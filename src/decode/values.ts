@@ -2,6 +2,9 @@
 // message carries a schema, by the field's semantic name. Text is exact: no value goes through a
 // lossy JS Date or float conversion on its way to the database.
 
+import { DecodeError } from "../errors.ts";
+import type { ColumnType } from "../model.ts";
+
 export const UNAVAILABLE = "__debezium_unavailable_value";
 const UNAVAILABLE_B64 = Buffer.from(UNAVAILABLE).toString("base64");
 
@@ -9,19 +12,6 @@ const UNAVAILABLE_B64 = Buffer.from(UNAVAILABLE).toString("base64");
 export const ABSENT: unique symbol = Symbol("absent");
 export type Text = string | null | typeof ABSENT;
 
-export class DecodeError extends Error {
-  override name = "DecodeError";
-  readonly code = "DECODE";
-}
-
-/** What we know of an analytics column (from information_schema / pg_attribute). */
-export interface ColumnType {
-  name: string;
-  /** base type name (udt), e.g. int8, numeric, timestamptz; for arrays the element type */
-  type: string;
-  isArray: boolean;
-  scale: number | null;
-}
 
 /** Semantic hints from a Kafka Connect schema field. */
 export interface FieldSchema {

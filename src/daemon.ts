@@ -1,0 +1,186 @@
+// The daemon: the pipeline wired from a config — analytics database, targets, source, decoder,
+// sink — with the HTTP endpoints and its health. `cdc-sink run`, the tests and the benches all
+// start it through createDaemon.
+import { retry } from "./backoff.ts";
+import type { Config } from "./config.ts";
+import { createDebeziumDecoder } from "./decode/debezium.ts";
+import { createPgChangeDecoder } from "./decode/pgchanges.ts";
+import { causeOf, errorCode, errorInfo, SchemaError, Stopped } from "./errors.ts";
+import { createHttpApp, serve } from "./http.ts";
+import type { Logger } from "./log.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
+import type { Target } from "./model.ts";
+import { createPipeline, type Pipeline, type RecordSet, type Source, type Decoder } from "./pipeline.ts";
+import { createSink } from "./sink/apply.ts";
+import { openAnalytics } from "./sink/database.ts";
+import { createCheckpointStore, ensureStateTables } from "./sink/state.ts";
+import { loadTargets } from "./sink/targets.ts";
+import { createKafkaSource, kafkaStream } from "./sources/kafka.ts";
+import { createPgSource, pgSourceInfo } from "./sources/postgres/index.ts";
+
+export const EXIT = { OK: 0, FAILURE: 1, USAGE: 64, CONFIG: 78 } as const;
+
+/** /healthz fails when the loop has not turned for this long. */
+const STALL_MS = 120_000;
+
+export interface Daemon {
+  readonly metrics: Metrics;
+  /** the HTTP port once listening (0: disabled) */
+  readonly port: number;
+  /** Runs until stop() or a fatal error; resolves with the exit code. */
+  run(): Promise<number>;
+  /** Stops reading; the batch in flight finishes; run() then resolves with 0. */
+  stop(): void;
+  /** Reasons the daemon is not ready; empty when ready. */
+  readiness(): string[];
+}
+
+export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metrics }): Daemon {
+  const { log } = opts;
+  const metrics = opts.metrics ?? createMetrics();
+  const policy = { initialMs: config.retry.initial_ms, maxMs: config.retry.max_ms };
+  const stopping = new AbortController();
+  let lastBeat = Date.now();
+  let dbError: unknown;
+  let source: { status(): { ready: boolean; reason?: string; fatal?: string } } | undefined;
+  let pipeline: Pipeline | undefined;
+  let port = 0;
+
+  function databaseReason(): string | undefined {
+    const e = pipeline?.lastError ?? dbError;
+    if (metrics.dbUp.value() === 1 && !e) return undefined;
+    return `analytics database not reachable${e ? ` (${causeOf(e)}): ${errorInfo(e).error}` : ""}`;
+  }
+
+  function readiness(): string[] {
+    const r: string[] = [];
+    if (stopping.signal.aborted) r.push("draining (shutdown in progress)");
+    const s = source?.status();
+    if (!s) r.push("starting");
+    else if (!s.ready) r.push(s.reason ?? "source not connected");
+    const db = databaseReason();
+    if (db) r.push(db);
+    return r;
+  }
+
+  function liveness(): string | null {
+    const fatal = source?.status().fatal;
+    if (fatal) return fatal;
+    const idle = Date.now() - lastBeat;
+    return idle > STALL_MS ? `processing loop stalled for ${Math.round(idle / 1000)} s` : null;
+  }
+
+  /** State tables and targets; retried while the database is unreachable, never for a schema that does not fit. */
+  async function prepare(sql: ReturnType<typeof openAnalytics>): Promise<Target[]> {
+    return retry(
+      async () => {
+        await ensureStateTables(sql, config.postgres.state_schema);
+        const targets = await loadTargets(sql, config.mappings);
+        dbError = undefined;
+        metrics.dbUp.set({}, 1);
+        return targets;
+      },
+      {
+        policy,
+        signal: stopping.signal,
+        onError(e, attempt, waitMs) {
+          if (e instanceof SchemaError) throw e;
+          dbError = e;
+          metrics.dbUp.set({}, 0);
+          metrics.retries.inc({ stage: "apply" });
+          metrics.errors.inc({ stage: "apply", code: errorCode(e) });
+          lastBeat = Date.now();
+          log.error("analytics database not reachable; retrying", { ...errorInfo(e), cause: causeOf(e), attempt, retryInMs: waitMs });
+        },
+      },
+    );
+  }
+
+  function build<R extends RecordSet>(sql: ReturnType<typeof openAnalytics>, s: Source<R>, decoder: Decoder<R>): Pipeline {
+    source = s;
+    return createPipeline({
+      source: s,
+      decoder,
+      sink: createSink({ sql, stateSchema: config.postgres.state_schema, metrics, log }),
+      limits: { maxEvents: config.batch.max_events, maxBytes: config.batch.max_bytes, maxLatencyMs: config.batch.max_latency_ms },
+      retry: policy,
+      metrics,
+      log,
+      heartbeat: () => (lastBeat = Date.now()),
+    });
+  }
+
+  /** The source and its decoder for the configured source kind. */
+  function wire(targets: Target[], sql: ReturnType<typeof openAnalytics>): Pipeline {
+    const checkpoints = createCheckpointStore(sql, config.postgres.state_schema);
+    const onConsumed = (topic: string, n: number) => metrics.eventsConsumed.inc({ topic }, n);
+    if (config.source.kind === "kafka") {
+      const kafka = config.kafka!;
+      const decoder = createDebeziumDecoder({
+        stream: kafkaStream(kafka),
+        targets,
+        onConsumed,
+        onDeadLetter: (d) => {
+          metrics.errors.inc({ stage: "decode", code: d.code });
+          log.warn("event cannot be decoded; dead-lettered", d);
+        },
+        onUnknownFields: (fields) => log.warn("source fields with no analytics column are ignored", { fields }),
+      });
+      return build(sql, createKafkaSource({ config: kafka, topics: targets.map((t) => t.mapping.topic!), checkpoints, retry: policy, metrics, log }), decoder);
+    }
+    const decoder = createPgChangeDecoder({
+      sources: pgSourceInfo(config),
+      targets,
+      onConsumed,
+      onIgnoredColumn: (c) => log.warn("source column has no analytics column; ignored", c),
+    });
+    for (const t of targets) metrics.eventsConsumed.init({ topic: `${t.mapping.source}.${t.mapping.source_table}` });
+    return build(sql, createPgSource({ config, targets, checkpoints, metrics, log }), decoder);
+  }
+
+  return {
+    metrics,
+    get port() {
+      return port;
+    },
+    readiness,
+    stop() {
+      if (stopping.signal.aborted) return;
+      stopping.abort();
+      pipeline?.stop();
+    },
+    async run(): Promise<number> {
+      const sql = openAnalytics(config.postgres);
+      const http = config.http.enabled ? await serve(createHttpApp({ metrics: () => metrics.registry.render(), liveness, readiness }), config.http.listen) : undefined;
+      port = http?.port ?? 0;
+      if (http) log.info("http listening", { listen: config.http.listen, port });
+      try {
+        let targets: Target[];
+        try {
+          targets = await prepare(sql);
+        } catch (e) {
+          if (e instanceof Stopped) return EXIT.OK;
+          if (e instanceof SchemaError) {
+            log.error("analytics schema does not fit the mappings", { problems: e.problems });
+            return EXIT.CONFIG;
+          }
+          throw e;
+        }
+        pipeline = wire(targets, sql);
+        if (stopping.signal.aborted) pipeline.stop();
+        try {
+          await pipeline.run();
+        } catch (e) {
+          if (e instanceof Stopped) return EXIT.OK;
+          log.error("pipeline failed", { ...errorInfo(e), stack: (e as Error).stack });
+          return EXIT.FAILURE;
+        }
+        log.info("stopped cleanly");
+        return EXIT.OK;
+      } finally {
+        await http?.close();
+        await sql.end({ timeout: 5 });
+      }
+    },
+  };
+}

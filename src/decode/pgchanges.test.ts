@@ -1,0 +1,102 @@
+import { expect, test } from "bun:test";
+import { pgw } from "../../test/support/pgwire.ts";
+import { ChangeBatch } from "../batch.ts";
+import type { Mapping } from "../config.ts";
+import { Kind, type Column, type Target } from "../model.ts";
+import { resolveTarget } from "../sink/targets.ts";
+import { createPgChangeDecoder, type PgRecord } from "./pgchanges.ts";
+import { parsePgOutput } from "./pgoutput.ts";
+
+const column = (name: string, type = "text"): Column => ({ name, type, isArray: false, scale: null, precision: null, sqlType: type, notNull: false, hasDefault: false });
+function target(extra: Partial<Mapping> = {}): Target {
+  const mapping = { source: "ecom", source_table: "public.orders", table: "fact_orders", rename: {}, delete_mode: "hard", soft_delete_column: "_cdc_deleted_at", truncate: "ignore", ...extra } as Mapping;
+  const cols = ["id", "status", "note", "_cdc_commit_lsn", "_cdc_lsn", "_cdc_synced_at"].map((c) => column(c));
+  return resolveTarget(mapping, { name: "fact_orders", ident: '"fact_orders"', columns: new Map(cols.map((c) => [c.name, c])), primaryKey: ["id"], uniqueKeys: [["id"]] });
+}
+const rel = (cols = ["id", "status", "note"]) => pgw.relation(16384, "public", "orders", cols.map((name) => ({ name, key: name === "id" })));
+const xlog = (b: Buffer): PgRecord => ({ kind: "xlog", source: "ecom", msg: parsePgOutput(b) });
+const limits = { maxEvents: 1000, maxBytes: 1 << 20, maxLatencyMs: 1000 };
+const T = Date.UTC(2024, 0, 1);
+const info = { name: "ecom", stream: "pg:slot", newColumns: "ignore" as const };
+
+test("a transaction's changes are positioned (commit LSN, index); its COMMIT moves the checkpoint to its end", () => {
+  const d = createPgChangeDecoder({ sources: [info], targets: [target()] });
+  const b = new ChangeBatch(limits);
+  const items: PgRecord[] = [
+    { kind: "restart", source: "ecom", from: 0x100n },
+    xlog(rel()),
+    xlog(pgw.begin(0x200n, T, 1)),
+    xlog(pgw.insert(16384, ["1", "new", "a"])),
+    xlog(pgw.update(16384, ["2", "paid", undefined])),
+    xlog(pgw.delete(16384, ["3", null, null])),
+    xlog(pgw.commit(0x200n, 0x230n, T)),
+  ];
+  expect(d.decode({ count: items.length, items }, b)).toBeUndefined();
+  const cs = b.changes();
+  expect(cs.map((c) => [c.kind, c.key, c.commitLsn, c.lsn, c.sourceTs])).toEqual([
+    [Kind.Upsert, ["1"], 0x200n, 1n, T],
+    [Kind.Upsert, ["2"], 0x200n, 2n, T],
+    [Kind.Delete, ["3"], 0x200n, 3n, T],
+  ]);
+  // the unchanged TOAST column is left out, so the stored value stays
+  expect(cs[1]!.cols).toEqual(["id", "status"]);
+  expect(b.parts.get("pg:slot\u0000ecom")).toEqual({ stream: "pg:slot", part: "ecom", first: 0x200n, next: 0x230n });
+});
+
+test("snapshot rows rank below every streamed change; a truncate goes to the batch, which applies the mapping's policy", () => {
+  const d = createPgChangeDecoder({ sources: [info], targets: [target({ truncate: "truncate" })] });
+  const b = new ChangeBatch(limits);
+  const items: PgRecord[] = [
+    { kind: "restart", source: "ecom", from: 0x100n },
+    { kind: "row", source: "ecom", table: "public.orders", lsn: 0x100n, values: { id: "1", status: "snap", note: null } },
+    xlog(rel()),
+    xlog(pgw.begin(0x300n, T, 1)),
+    xlog(pgw.truncate([16384])),
+    xlog(pgw.commit(0x300n, 0x330n, T)),
+    { kind: "snapshot-done", source: "ecom" },
+  ];
+  d.decode({ count: items.length, items }, b);
+  expect(b.truncates.has("fact_orders")).toBe(true);
+  expect(b.parts.get("pg:slot\u0000ecom#snapshot")).toEqual({ stream: "pg:slot", part: "ecom#snapshot", first: 0n, next: 1n });
+});
+
+test("a new source column stops decoding with a request to add it, and decoding goes on with the new target", () => {
+  const t = target();
+  const d = createPgChangeDecoder({ sources: [{ ...info, newColumns: "add" }], targets: [t] });
+  const b = new ChangeBatch(limits);
+  const items: PgRecord[] = [
+    { kind: "restart", source: "ecom", from: 0x100n },
+    xlog(pgw.relation(16384, "public", "orders", [{ name: "id", key: true }, { name: "status" }, { name: "pages", typeOid: 23 }])),
+    xlog(pgw.begin(0x200n, T, 1)),
+    xlog(pgw.insert(16384, ["1", "x", "474"])),
+    xlog(pgw.commit(0x200n, 0x230n, T)),
+  ];
+  const stop = d.decode({ count: items.length, items }, b);
+  expect(stop).toEqual({ at: 2, request: { target: t, add: [{ source: "pages", column: "pages", typeOid: 23, typmod: -1 }] } });
+  const wider = resolveTarget(t.mapping, { ...t.table, columns: new Map([...t.table.columns, ["pages", column("pages", "int4")]]) });
+  d.retarget(wider);
+  expect(d.decode({ count: items.length, items }, b, stop!.at)).toBeUndefined();
+  const [c] = b.changes();
+  expect(Object.fromEntries(c!.cols!.map((k, i) => [k, c!.vals![i]]))).toEqual({ id: "1", status: "x", pages: "474" });
+});
+
+test("after a reconnect, a transaction sent again replaces its earlier part instead of doubling it", () => {
+  const d = createPgChangeDecoder({ sources: [info], targets: [target()] });
+  const b = new ChangeBatch(limits);
+  const first: PgRecord[] = [{ kind: "restart", source: "ecom", from: 0x100n }, xlog(rel()), xlog(pgw.begin(0x200n, T, 1)), xlog(pgw.insert(16384, ["1", "a", null]))];
+  d.decode({ count: first.length, items: first }, b);
+  const again: PgRecord[] = [
+    { kind: "restart", source: "ecom", from: 0x100n },
+    xlog(rel()),
+    xlog(pgw.begin(0x200n, T, 1)),
+    xlog(pgw.insert(16384, ["1", "a", null])),
+    xlog(pgw.insert(16384, ["2", "b", null])),
+    xlog(pgw.commit(0x200n, 0x230n, T)),
+  ];
+  d.decode({ count: again.length, items: again }, b);
+  expect(b.changes().map((c) => [c.key[0], c.lsn])).toEqual([
+    ["1", 1n],
+    ["2", 2n],
+  ]);
+  expect(b.parts.get("pg:slot\u0000ecom")!.next).toBe(0x230n);
+});

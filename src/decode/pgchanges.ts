@@ -1,0 +1,192 @@
+// pgoutput messages (and snapshot rows) -> changes: the twin of decode/debezium.ts for the
+// PostgreSQL source. Stateful per source: relation messages describe the tables, BEGIN gives the
+// commit position of the changes that follow.
+//
+// Positions: a streamed change is (commit LSN of its transaction, index within it); transactions
+// arrive in commit order, so this orders every change of a key as the source committed them. The
+// snapshot holds exactly the transactions committed before the slot's consistent point S, and every
+// streamed transaction commits after S: snapshot rows are (0, S), below any streamed change,
+// whatever order the two arrive in.
+import type { ChangeBatch } from "../batch.ts";
+import { type Change, type Coord, Kind, type SchemaChange, type Target } from "../model.ts";
+import type { Decoder, DecodeStop } from "../pipeline.ts";
+import type { PgOutputMessage, Relation } from "./pgoutput.ts";
+
+/** What the PostgreSQL source reads: replication messages and snapshot rows, tagged with their source. */
+export type PgRecord =
+  | { kind: "xlog"; source: string; msg: PgOutputMessage }
+  | { kind: "row"; source: string; table: string; lsn: bigint; values: Record<string, string | null> }
+  | { kind: "snapshot-done"; source: string }
+  /** the replication connection was re-established at `from`: a transaction cut off is sent again in full */
+  | { kind: "restart"; source: string; from: bigint };
+
+export interface PgRecords {
+  readonly count: number;
+  readonly items: PgRecord[];
+}
+
+export interface PgSourceInfo {
+  name: string;
+  /** checkpoint stream of the source: pg:<slot> */
+  stream: string;
+  /** new source columns: ignored (logged once) or added to the analytics table */
+  newColumns: "ignore" | "add";
+}
+
+interface SourceState {
+  info: PgSourceInfo;
+  relations: Map<number, Relation>;
+  txn: { commitLsn: bigint; commitTime: number; seq: bigint } | undefined;
+  /** end LSN of the last transaction read: where the source resumes after it */
+  readEnd: bigint;
+  snapshotPart: string;
+}
+
+const tableKey = (source: string, table: string) => `${source}\u0000${table}`;
+
+export function createPgChangeDecoder(deps: {
+  sources: PgSourceInfo[];
+  targets: Target[];
+  onIgnoredColumn?: (info: { source: string; table: string; column: string; target: string }) => void;
+  onConsumed?: (label: string, n: number) => void;
+}): Decoder<PgRecords> {
+  const targets = new Map<string, Target>();
+  for (const t of deps.targets) targets.set(tableKey(t.mapping.source!, t.mapping.source_table!), t);
+  const states = new Map<string, SourceState>();
+  for (const info of deps.sources) states.set(info.name, { info, relations: new Map(), txn: undefined, readEnd: 0n, snapshotPart: `${info.name}#snapshot` });
+  const warned = new Set<string>();
+
+  /** New columns of a relation that its target lacks: a request to add them, or logged once and ignored. */
+  function newColumns(src: SourceState, rel: Relation, t: Target): SchemaChange | undefined {
+    const add: SchemaChange["add"] = [];
+    for (const c of rel.columns) {
+      if (t.columns.has(c.name) || warned.has(`${t.table.name}.${c.name}`)) continue;
+      const column = t.mapping.rename[c.name] ?? c.name;
+      const allowed = !t.mapping.columns || t.mapping.columns.includes(c.name);
+      if (src.info.newColumns === "add" && allowed && !t.table.columns.has(column)) add.push({ source: c.name, column, typeOid: c.typeOid, typmod: c.typmod });
+      else {
+        warned.add(`${t.table.name}.${c.name}`);
+        deps.onIgnoredColumn?.({ source: src.info.name, table: `${rel.schema}.${rel.table}`, column: c.name, target: t.table.name });
+      }
+    }
+    return add.length ? { target: t, add } : undefined;
+  }
+
+  function snapshotRow(src: SourceState, t: Target, lsn: bigint, values: Record<string, string | null>, batch: ChangeBatch, now: number): void {
+    const coord: Coord = { stream: src.info.stream, part: src.snapshotPart, position: 0n };
+    batch.advance(coord, 0n, 0, now);
+    const cols: string[] = [];
+    const vals: (string | null)[] = [];
+    const key: (string | null)[] = new Array(t.key.length).fill(null);
+    for (const [sourceCol, col] of t.columns) {
+      const v = values[sourceCol] ?? null;
+      cols.push(col);
+      vals.push(v);
+      const k = t.keyIndex.get(col);
+      if (k !== undefined) key[k] = v;
+    }
+    batch.add({ target: t, kind: Kind.Upsert, key, keyText: JSON.stringify(key), cols, vals, commitLsn: 0n, lsn, sourceTs: 0, coord }, now);
+  }
+
+  /** One replication message; returns a columns request when the analytics table must change first. */
+  function message(src: SourceState, m: PgOutputMessage, batch: ChangeBatch, now: number): SchemaChange | undefined {
+    const stream = src.info.stream;
+    switch (m.tag) {
+      case "begin":
+        src.txn = { commitLsn: m.finalLsn, commitTime: m.commitTime, seq: 0n };
+        return;
+      case "commit":
+        batch.advance({ stream, part: src.info.name, position: m.commitLsn }, m.endLsn, 0, now);
+        src.readEnd = m.endLsn;
+        src.txn = undefined;
+        return;
+      case "relation": {
+        src.relations.set(m.relation.oid, m.relation);
+        const t = targets.get(tableKey(src.info.name, `${m.relation.schema}.${m.relation.table}`));
+        return t && newColumns(src, m.relation, t);
+      }
+      case "truncate": {
+        if (!src.txn) return;
+        for (const oid of m.relationOids) {
+          const rel = src.relations.get(oid);
+          const t = rel && targets.get(tableKey(src.info.name, `${rel.schema}.${rel.table}`));
+          if (!t) continue;
+          const coord: Coord = { stream, part: src.info.name, position: src.txn.commitLsn };
+          batch.add({ target: t, kind: Kind.Truncate, key: [], keyText: "", commitLsn: src.txn.commitLsn, lsn: ++src.txn.seq, sourceTs: src.txn.commitTime, coord }, now);
+        }
+        return;
+      }
+      case "insert":
+      case "update":
+      case "delete": {
+        const rel = src.relations.get(m.relationOid);
+        const t = rel && targets.get(tableKey(src.info.name, `${rel.schema}.${rel.table}`));
+        if (!t || !src.txn) return;
+        const coord: Coord = { stream, part: src.info.name, position: src.txn.commitLsn };
+        // inside a transaction the part resumes at the end of the last one read; its COMMIT moves it
+        batch.advance(coord, src.readEnd, 0, now);
+        const del = m.tag === "delete";
+        const cols: string[] = [];
+        const vals: (string | null)[] = [];
+        const key: (string | null)[] = new Array(t.key.length).fill(null);
+        rel.columns.forEach((c, i) => {
+          const v = m.values[i];
+          const keyCol = t.keyFields.get(c.name);
+          if (keyCol !== undefined && v !== undefined) key[t.keyIndex.get(keyCol)!] = v;
+          const col = t.columns.get(c.name);
+          // undefined: an unchanged TOAST value, left out (the stored value stays)
+          if (col === undefined || v === undefined || del) return;
+          cols.push(col);
+          vals.push(v);
+        });
+        const change: Change = { target: t, kind: del ? Kind.Delete : Kind.Upsert, key, keyText: JSON.stringify(key), commitLsn: src.txn.commitLsn, lsn: ++src.txn.seq, sourceTs: src.txn.commitTime, coord };
+        if (!del) {
+          change.cols = cols;
+          change.vals = vals;
+        }
+        batch.add(change, now);
+        return;
+      }
+    }
+  }
+
+  return {
+    decode(records: PgRecords, batch: ChangeBatch, from = 0): DecodeStop | undefined {
+      const now = Date.now();
+      const items = records.items;
+      const consumed = new Map<string, number>();
+      const count = (label: string) => consumed.set(label, (consumed.get(label) ?? 0) + 1);
+      let stop: DecodeStop | undefined;
+      for (let i = from; i < items.length; i++) {
+        const r = items[i]!;
+        const src = states.get(r.source)!;
+        if (r.kind === "row") {
+          const t = targets.get(tableKey(r.source, r.table));
+          count(`${r.source}.${r.table}`);
+          if (t) snapshotRow(src, t, r.lsn, r.values, batch, now);
+        } else if (r.kind === "snapshot-done") {
+          batch.advance({ stream: src.info.stream, part: src.snapshotPart, position: 0n }, 1n, 0, now);
+        } else if (r.kind === "restart") {
+          src.txn = undefined;
+          src.readEnd = r.from;
+        } else {
+          if (r.msg.tag === "insert" || r.msg.tag === "update" || r.msg.tag === "delete") {
+            const rel = src.relations.get(r.msg.relationOid);
+            if (rel) count(`${r.source}.${rel.schema}.${rel.table}`);
+          }
+          const request = message(src, r.msg, batch, now);
+          if (request) {
+            // the relation is known now; the changes after it wait until the table has the columns
+            stop = { at: i + 1, request };
+            break;
+          }
+        }
+      }
+      for (const [label, n] of consumed) deps.onConsumed?.(label, n);
+      return stop;
+    },
+    retarget(t: Target): void {
+      targets.set(tableKey(t.mapping.source!, t.mapping.source_table!), t);
+    },
+  };
+}

@@ -1,0 +1,37 @@
+// The sink's own tables in the state schema: checkpoints, dead letters, tombstones of deleted keys.
+import type { Sql } from "postgres";
+import type { CheckpointStore } from "../pipeline.ts";
+import { quoteIdent } from "./schema.ts";
+import { stateStatements } from "./statements.ts";
+
+export async function ensureStateTables(sql: Sql, schema: string): Promise<void> {
+  const s = quoteIdent(schema);
+  await sql.begin(async (tx) => {
+    // concurrent instances starting together would race on CREATE ... IF NOT EXISTS
+    await tx`SELECT pg_advisory_xact_lock(hashtext(${"cdc_sink_state:" + schema}))`;
+    await tx.unsafe(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+    await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.checkpoints (
+      stream text NOT NULL, part text NOT NULL, position bigint NOT NULL,
+      updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, part))`);
+    await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.dead_letters (
+      id bigserial PRIMARY KEY, failed_at timestamptz NOT NULL DEFAULT now(),
+      stream text NOT NULL, part text NOT NULL, position text NOT NULL,
+      target_table text, stage text NOT NULL, key text, value text, error text NOT NULL, error_code text,
+      key_bytes bytea, value_bytes bytea)`);
+    await tx.unsafe(`ALTER TABLE ${s}.dead_letters ADD COLUMN IF NOT EXISTS key_bytes bytea, ADD COLUMN IF NOT EXISTS value_bytes bytea`);
+    await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.tombstones (
+      tbl text NOT NULL, key text NOT NULL, commit_lsn bigint NOT NULL, lsn bigint NOT NULL,
+      deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tbl, key))`);
+  });
+}
+
+/** Checkpoints as committed with the rows: what each source part resumes from. */
+export function createCheckpointStore(sql: Sql, schema: string): CheckpointStore {
+  const q = stateStatements(quoteIdent(schema)).readCheckpoints;
+  return {
+    async load(stream) {
+      const rows = await sql.unsafe(q, [stream]);
+      return new Map(rows.map((r) => [r.part as string, BigInt(r.position as string)]));
+    },
+  };
+}

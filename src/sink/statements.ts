@@ -1,0 +1,117 @@
+// The SQL of the apply stage, built once per target and column set: one statement per table and
+// kind of change, every row guarded by its source position (commit LSN, LSN).
+import type { Target } from "../model.ts";
+import { quoteIdent } from "./schema.ts";
+
+const GUARD = `(COALESCE(t._cdc_commit_lsn, -1), COALESCE(t._cdc_lsn, -1))`;
+
+export const softDeleteColumn = (t: Target) => (t.mapping.delete_mode === "soft" ? quoteIdent(t.mapping.soft_delete_column) : null);
+
+const keyMatch = (t: Target) => t.key.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${t.table.columns.get(k)!.sqlType}`).join(" AND ");
+const keyArrays = (t: Target, from: number) => t.key.map((_, i) => `$${from + i}::text[]`).join(", ");
+const keyAliases = (t: Target) => t.key.map((_, i) => `k${i}`).join(", ");
+
+/** Statements of one target, cached per column set. */
+export class TargetStatements {
+  readonly #upserts = new Map<string, string>();
+  #delete?: string;
+  #tombstoneDelete?: string;
+
+  constructor(
+    readonly target: Target,
+    readonly state: string,
+  ) {}
+
+  /**
+   * Parameters: one text[] per column, commit LSNs int8[], LSNs int8[], key texts text[], the table
+   * name; soft-delete targets also the deletion time (ms, NULL for a live row) text[].
+   */
+  upsert(cols: string[]): string {
+    const sig = cols.join("\u0000");
+    let q = this.#upserts.get(sig);
+    if (q) return q;
+    const t = this.target;
+    const n = cols.length;
+    const softCol = softDeleteColumn(t);
+    const keySet = new Set(t.key);
+    const updates = cols.filter((c) => !keySet.has(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`);
+    updates.push("_cdc_commit_lsn = EXCLUDED._cdc_commit_lsn", "_cdc_lsn = EXCLUDED._cdc_lsn", "_cdc_synced_at = EXCLUDED._cdc_synced_at");
+    if (softCol) updates.push(`${softCol} = EXCLUDED.${softCol}`);
+    const deletedAt = "CASE WHEN u.deleted_at IS NULL THEN NULL WHEN u.deleted_at > 0 THEN to_timestamp(u.deleted_at / 1000.0) ELSE now() END";
+    q = `INSERT INTO ${t.table.ident} AS t (${cols.map(quoteIdent).join(", ")}, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at${softCol ? `, ${softCol}` : ""})
+SELECT ${cols.map((c, i) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`).join(", ")}, u.commit_lsn, u.lsn, now()${softCol ? `, ${deletedAt}` : ""}
+FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::int8[], $${n + 2}::int8[], $${n + 3}::text[]${softCol ? `, $${n + 5}::float8[]` : ""})
+  AS u(${cols.map((_, i) => `c${i}`).join(", ")}, commit_lsn, lsn, key_text${softCol ? ", deleted_at" : ""})
+WHERE NOT EXISTS (SELECT 1 FROM ${this.state}.tombstones tb WHERE tb.tbl = $${n + 4} AND tb.key = u.key_text AND (tb.commit_lsn, tb.lsn) >= (u.commit_lsn, u.lsn))
+ON CONFLICT (${t.key.map(quoteIdent).join(", ")}) DO UPDATE SET ${updates.join(", ")}
+WHERE ${GUARD} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
+    this.#upserts.set(sig, q);
+    return q;
+  }
+
+  /**
+   * Deletes (soft: flags) rows older than the delete and records the tombstone. Parameters: key
+   * text[] per key column, commit LSNs, LSNs, key texts, the table name; soft: source times (ms).
+   */
+  delete(): string {
+    if (this.#delete) return this.#delete;
+    const t = this.target;
+    const k = t.key.length;
+    const softCol = softDeleteColumn(t);
+    const change = softCol
+      ? `UPDATE ${t.table.ident} t SET ${softCol} = CASE WHEN u.ts > 0 THEN to_timestamp(u.ts / 1000.0) ELSE now() END, _cdc_commit_lsn = u.commit_lsn, _cdc_lsn = u.lsn, _cdc_synced_at = now() FROM u`
+      : `DELETE FROM ${t.table.ident} t USING u`;
+    this.#delete = `WITH u AS (SELECT * FROM unnest(${keyArrays(t, 1)}, $${k + 1}::int8[], $${k + 2}::int8[], $${k + 3}::text[]${softCol ? `, $${k + 5}::float8[]` : ""}) AS u(${keyAliases(t)}, commit_lsn, lsn, key_text${softCol ? ", ts" : ""})),
+del AS (${change} WHERE ${keyMatch(t)} AND ${GUARD} < (u.commit_lsn, u.lsn) RETURNING 1),
+tomb AS (INSERT INTO ${this.state}.tombstones (tbl, key, commit_lsn, lsn) SELECT $${k + 4}, key_text, commit_lsn, lsn FROM u
+  ON CONFLICT (tbl, key) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, lsn = EXCLUDED.lsn, deleted_at = now()
+  WHERE (tombstones.commit_lsn, tombstones.lsn) < (EXCLUDED.commit_lsn, EXCLUDED.lsn))
+SELECT count(*)::int AS n FROM del`;
+    return this.#delete;
+  }
+
+  /**
+   * A Kafka tombstone carries no position. It deletes the row unless a newer change is known: when
+   * its delete event was applied, the tombstone table holds that delete's position.
+   * Parameters: key text[] per key column, key texts, the table name.
+   */
+  tombstoneDelete(): string {
+    if (this.#tombstoneDelete) return this.#tombstoneDelete;
+    const t = this.target;
+    const k = t.key.length;
+    const softCol = softDeleteColumn(t);
+    const from = `u LEFT JOIN ${this.state}.tombstones tb ON tb.tbl = $${k + 2} AND tb.key = u.key_text`;
+    const change = softCol ? `UPDATE ${t.table.ident} t SET ${softCol} = now(), _cdc_synced_at = now() FROM ${from}` : `DELETE FROM ${t.table.ident} t USING ${from}`;
+    this.#tombstoneDelete = `WITH u AS (SELECT * FROM unnest(${keyArrays(t, 1)}, $${k + 1}::text[]) AS u(${keyAliases(t)}, key_text)),
+del AS (${change} WHERE ${keyMatch(t)} AND (tb.key IS NULL OR ${GUARD} <= (tb.commit_lsn, tb.lsn)) RETURNING 1)
+SELECT count(*)::int AS n FROM del`;
+    return this.#tombstoneDelete;
+  }
+
+  /** Empties the table (soft: flags every live row) and forgets its tombstones: statements with their parameters. */
+  truncate(): Array<[string, string[]]> {
+    const t = this.target;
+    const softCol = softDeleteColumn(t);
+    return [
+      [softCol ? `UPDATE ${t.table.ident} SET ${softCol} = now(), _cdc_synced_at = now() WHERE ${softCol} IS NULL` : `DELETE FROM ${t.table.ident}`, []],
+      [`DELETE FROM ${this.state}.tombstones WHERE tbl = $1`, [t.table.name]],
+    ];
+  }
+}
+
+/** The sink's own statements in the state schema. */
+export function stateStatements(state: string) {
+  return {
+    /** Locks this batch's checkpoint rows: what another member applied meanwhile is seen here. */
+    lockCheckpoints: `SELECT stream, part, position FROM ${state}.checkpoints
+      WHERE (stream, part) IN (SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE`,
+    writeCheckpoints: `INSERT INTO ${state}.checkpoints (stream, part, position, updated_at)
+      SELECT s, p, pos, now() FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(s, p, pos)
+      ON CONFLICT (stream, part) DO UPDATE SET position = GREATEST(checkpoints.position, EXCLUDED.position), updated_at = now()`,
+    readCheckpoints: `SELECT part, position FROM ${state}.checkpoints WHERE stream = $1`,
+    writeDeadLetters: `INSERT INTO ${state}.dead_letters (stream, part, position, target_table, stage, key, value, error, error_code, key_bytes, value_bytes)
+      SELECT s, p, pos, tbl, st, k, v, e, c, decode(kb, 'hex'), decode(vb, 'hex')
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+        AS u(s, p, pos, tbl, st, k, v, e, c, kb, vb)`,
+  };
+}

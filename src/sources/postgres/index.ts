@@ -1,0 +1,241 @@
+// PostgreSQL source: logical replication (pgoutput) from each source database through a durable
+// slot and a publication, created when missing. Decoding happens in decode/pgchanges.ts.
+//
+// Progress: the checkpoint table holds, per source, the end LSN of the last transaction applied,
+// written in the analytics transaction itself; the slot's flush LSN is confirmed only after that
+// commit. A restart replays from the slot's confirmed LSN; transactions the checkpoint already
+// covers are dropped inside the analytics transaction.
+import type { Sql } from "postgres";
+import { retry, type RetryPolicy } from "../../backoff.ts";
+import type { Config, PgSourceConfig } from "../../config.ts";
+import type { PgRecord, PgRecords, PgSourceInfo } from "../../decode/pgchanges.ts";
+import { errorCode, errorInfo } from "../../errors.ts";
+import type { Logger } from "../../log.ts";
+import type { Metrics } from "../../metrics.ts";
+import type { SchemaChange, Target } from "../../model.ts";
+import type { CheckpointStore, CommittedPart, Source } from "../../pipeline.ts";
+import { ensurePublication, openSource, pgStream, prepareSlot, slotName } from "./setup.ts";
+import { startSnapshot } from "./snapshot.ts";
+import { createReplicationStream, type ReplicationStream } from "./stream.ts";
+
+/** The reader's queue pauses the replication stream above HIGH records and resumes below LOW. */
+const QUEUE_HIGH = 20_000;
+const QUEUE_LOW = 5_000;
+
+/** One source database: its slot's stream and snapshot feeding a bounded queue. */
+class SlotReader {
+  readonly stream: string;
+  readonly slot: string;
+  #items: PgRecord[] = [];
+  #head = 0;
+  /** inside a transaction handed to the pipeline, not yet at its COMMIT */
+  #inTxn = false;
+  /** end LSN of the last COMMIT handed to the pipeline */
+  #readEnd = 0n;
+  /** end LSN the analytics database committed */
+  #acked = 0n;
+  #snapshotDone = true;
+  #closed = false;
+  #room: Array<() => void> = [];
+  #walTimer: ReturnType<typeof setInterval> | undefined;
+  admin!: Sql;
+  replication!: ReplicationStream;
+  wake: (() => void) | undefined;
+
+  constructor(
+    readonly cfg: PgSourceConfig,
+    readonly tables: Map<string, string[]>,
+    readonly checkpoints: CheckpointStore,
+    readonly policy: RetryPolicy,
+    readonly metrics: Metrics,
+    readonly log: Logger,
+  ) {
+    this.stream = pgStream(cfg);
+    this.slot = slotName(cfg);
+  }
+
+  get queued(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(r: PgRecord): void {
+    this.#items.push(r);
+    if (this.queued > QUEUE_HIGH) this.replication?.pause();
+    this.wake?.();
+  }
+
+  /** Takes up to `max` records, noting the transaction boundaries the pipeline has been handed. */
+  take(max: number, out: PgRecord[]): number {
+    const n = Math.min(max, this.queued);
+    for (let i = 0; i < n; i++) {
+      const r = this.#items[this.#head++]!;
+      if (r.kind === "xlog") {
+        if (r.msg.tag === "begin") this.#inTxn = true;
+        else if (r.msg.tag === "commit") {
+          this.#inTxn = false;
+          this.#readEnd = r.msg.endLsn;
+        }
+      } else if (r.kind === "snapshot-done") {
+        this.#snapshotDone = true;
+        this.log.info("snapshot complete");
+      }
+      out.push(r);
+    }
+    if (this.#head > 4096 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    if (this.queued < QUEUE_LOW) {
+      this.replication.resume();
+      for (const r of this.#room.splice(0)) r();
+    }
+    return n;
+  }
+
+  /** Committed in analytics up to here: confirm it; when nothing is pending, confirm the end of WAL. */
+  flushPosition(): bigint {
+    const idle = this.queued === 0 && !this.#inTxn && this.#readEnd === this.#acked && this.#snapshotDone;
+    const walEnd = this.replication?.walEnd ?? 0n;
+    return idle && walEnd > this.#acked ? walEnd : this.#acked;
+  }
+
+  async start(): Promise<void> {
+    await this.admin?.end({ timeout: 1 }).catch(() => {});
+    this.admin = openSource(this.cfg);
+    await ensurePublication(this.admin, this.cfg, [...this.tables.keys()], this.log);
+    const stored = await this.checkpoints.load(this.stream);
+    const repl = openSource(this.cfg, { replication: true });
+    const slot = await prepareSlot(this.admin, repl, this.cfg, stored, this.log);
+    this.#acked = slot.from;
+    this.#readEnd = slot.from;
+    this.replication = createReplicationStream({
+      cfg: this.cfg,
+      retry: this.policy,
+      metrics: this.metrics,
+      log: this.log,
+      onData: (d) => d.kind === "xlog" && this.push({ kind: "xlog", source: this.cfg.name, msg: d.msg }),
+      onStart: (from) => {
+        // what the previous connection queued is sent again from the confirmed position (a transaction
+        // cut off mid-way in full); queued snapshot rows stay
+        this.#items = this.#items.slice(this.#head).filter((r) => r.kind === "row" || r.kind === "snapshot-done");
+        this.#head = 0;
+        this.#inTxn = false;
+        this.#readEnd = from;
+        this.push({ kind: "restart", source: this.cfg.name, from });
+      },
+      flushPosition: () => this.flushPosition(),
+    });
+    if (slot.snapshot) {
+      this.#snapshotDone = false;
+      await startSnapshot({
+        cfg: this.cfg,
+        snapshot: slot.snapshot,
+        tables: this.tables,
+        push: (r) => this.push(r),
+        room: () => (this.queued > QUEUE_HIGH && !this.#closed ? new Promise((r) => this.#room.push(r)) : Promise.resolve()),
+        closed: () => this.#closed,
+        log: this.log,
+        onError: (e) => this.metrics.errors.inc({ stage: "source", code: errorCode(e) }),
+      });
+    }
+    await this.replication.start(repl, slot.from);
+    this.#walTimer = setInterval(() => void this.updateWalRetained(), 10_000);
+    void this.updateWalRetained();
+  }
+
+  acknowledge(parts: CommittedPart[]): void {
+    for (const p of parts) if (p.stream === this.stream && p.part === this.cfg.name && p.next > this.#acked) this.#acked = p.next;
+    this.replication.sendStatus();
+  }
+
+  async updateWalRetained(): Promise<void> {
+    try {
+      const [r] = await this.admin`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained FROM pg_replication_slots WHERE slot_name = ${this.slot}`;
+      if (!r) return;
+      const retained = Number(r.retained);
+      this.metrics.walRetained.set({ slot: this.slot }, retained);
+      if (retained > this.cfg.wal_retained_warn_bytes) this.log.warn("replication slot retains a lot of WAL", { slot: this.slot, retainedBytes: retained, thresholdBytes: this.cfg.wal_retained_warn_bytes });
+    } catch (e) {
+      this.log.debug("reading retained WAL failed", errorInfo(e));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const r of this.#room.splice(0)) r();
+    if (this.#walTimer) clearInterval(this.#walTimer);
+    await this.replication?.close();
+    await this.admin?.end({ timeout: 2 }).catch(() => {});
+  }
+}
+
+/** The source-side facts the decoder needs about each source. */
+export const pgSourceInfo = (config: Config): PgSourceInfo[] =>
+  config.postgres_sources.map((s) => ({ name: s.name, stream: pgStream(s), newColumns: s.new_columns }));
+
+export function createPgSource(deps: { config: Config; targets: Target[]; checkpoints: CheckpointStore; metrics: Metrics; log: Logger }): Source<PgRecords> {
+  const { config, metrics } = deps;
+  const policy = { initialMs: config.retry.initial_ms, maxMs: config.retry.max_ms };
+  const readers = config.postgres_sources.map((s) => {
+    const tables = new Map<string, string[]>();
+    for (const t of deps.targets) if (t.mapping.source === s.name) tables.set(t.mapping.source_table!, [...t.columns.keys()]);
+    return new SlotReader(s, tables, deps.checkpoints, policy, metrics, deps.log.child({ source: s.name }));
+  });
+  const byName = new Map(readers.map((r) => [r.cfg.name, r]));
+  const take = (max: number): PgRecords => {
+    const items: PgRecord[] = [];
+    let n = 0;
+    for (const r of readers) n += r.take(max - n, items);
+    return { count: n, items };
+  };
+  return {
+    kind: "postgres",
+    async start(signal: AbortSignal) {
+      for (const r of readers)
+        await retry(() => r.start(), {
+          policy,
+          signal,
+          onError(e, attempt, waitMs) {
+            // a setup problem (wal_level, privileges) does not fix itself
+            if (errorCode(e) === "SOURCE_SETUP") throw e;
+            metrics.retries.inc({ stage: "source" });
+            r.log.error("starting replication failed; retrying", { ...errorInfo(e), attempt, retryInMs: waitMs });
+          },
+        });
+    },
+    async read(max: number, waitMs: number): Promise<PgRecords> {
+      const first = take(max);
+      if (first.count || waitMs <= 0) return first;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(t);
+          for (const r of readers) r.wake = undefined;
+          resolve();
+        };
+        const t = setTimeout(done, waitMs);
+        for (const r of readers) r.wake = done;
+      });
+      return take(max);
+    },
+    async describe(change: SchemaChange): Promise<SchemaChange> {
+      const reader = byName.get(change.target.mapping.source!)!;
+      const add = [];
+      for (const c of change.add) {
+        const [{ type }] = (await reader.admin`SELECT format_type(${c.typeOid!}::oid, ${c.typmod!}::int) AS type`) as unknown as [{ type: string }];
+        add.push({ ...c, sqlType: type });
+      }
+      return { target: change.target, add };
+    },
+    async acknowledge(parts: CommittedPart[]) {
+      for (const r of readers) r.acknowledge(parts);
+    },
+    status() {
+      const down = readers.filter((r) => !r.replication?.streaming).map((r) => r.cfg.name);
+      return down.length ? { ready: false, reason: `replication not streaming: ${down.join(", ")}` } : { ready: true };
+    },
+    async close() {
+      for (const r of readers) await r.close();
+      metrics.up.set({}, 0);
+    },
+  };
+}
