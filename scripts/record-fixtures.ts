@@ -267,10 +267,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 interface Run {
   mode: Mode;
   form: (typeof FORMS)[number];
-  name: string; // connector name = topic prefix = file name
+  name: string; // topic prefix = file name
+  connector: string; // the connector's name: unique per recording, since Kafka Connect keeps the
+  // source offsets of a deleted connector and a new one of the same name would resume from them
   slot: string;
   config: Record<string, string>;
 }
+const runTag = Date.now().toString(36);
 const runs: Run[] = MODES.flatMap((mode, i) =>
   FORMS.map((form) => {
     const name = `fidelity-${mode.name}-${form.name}`;
@@ -300,7 +303,7 @@ const runs: Run[] = MODES.flatMap((mode, i) =>
       "value.converter.schemas.enable": form.schemas,
       "value.converter.replace.null.with.default": "false",
     };
-    return { mode, form, name, slot, config };
+    return { mode, form, name, connector: `${name}-${runTag}`, slot, config };
   }),
 );
 const registered = (c: Record<string, string>): Record<string, string> => ({
@@ -380,15 +383,10 @@ async function consume(topic: string, want: number, idleMs: number): Promise<KRe
 }
 
 // ---------------------------------------------------------------------------------------------
-async function record(): Promise<void> {
-  mkdirSync(out, { recursive: true });
-  const admin = postgres(dbUrl("postgres"), { max: 1, onnotice: () => {} });
-  const serverVersion = (await admin`SHOW server_version`)[0]!.server_version as string;
-
-  // a clean slate: connectors, slots, databases (a re-run against a kept stack)
-  for (const r of runs) await rest("DELETE", `/connectors/${r.name}`);
+/** the recorder's replication slots, once their connectors have let go of them */
+async function dropSlots(admin: postgres.Sql): Promise<void> {
   for (const r of runs) {
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 100; i++) {
       const s = await admin`SELECT active FROM pg_replication_slots WHERE slot_name = ${r.slot}`;
       if (!s.length) break;
       if (!s[0]!.active) {
@@ -398,6 +396,17 @@ async function record(): Promise<void> {
       await sleep(200);
     }
   }
+}
+
+async function record(): Promise<void> {
+  mkdirSync(out, { recursive: true });
+  const admin = postgres(dbUrl("postgres"), { max: 1, onnotice: () => {} });
+  const serverVersion = (await admin`SHOW server_version`)[0]!.server_version as string;
+
+  // a clean slate: connectors, slots, databases (a re-run against a kept stack)
+  const earlier = ((await rest("GET", "/connectors")).json ?? []) as string[];
+  for (const c of earlier.filter((c) => c.startsWith("fidelity-"))) await rest("DELETE", `/connectors/${c}`);
+  await dropSlots(admin);
   if (!ownStack) {
     const tool = (...a: string[]) => run(["bash", "scripts/stack.sh", "tool", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", env.BOOTSTRAP_SERVERS!, ...a]);
     if (tool("--list").out.split("\n").some((t) => t.startsWith("fidelity-"))) {
@@ -443,7 +452,7 @@ async function record(): Promise<void> {
 
   const t0 = performance.now();
   for (const r of runs) {
-    const res = await rest("PUT", `/connectors/${r.name}/config`, registered(r.config));
+    const res = await rest("PUT", `/connectors/${r.connector}/config`, registered(r.config));
     if (res.status >= 300) throw new Error(`PUT ${r.name}: HTTP ${res.status} ${JSON.stringify(res.json)}`);
   }
   // running, and streaming: the slot exists and is in use (the snapshot ran inside the slot's
@@ -451,7 +460,7 @@ async function record(): Promise<void> {
   const deadline = Date.now() + 120_000;
   for (const r of runs) {
     for (;;) {
-      const st = await rest("GET", `/connectors/${r.name}/status`);
+      const st = await rest("GET", `/connectors/${r.connector}/status`);
       const states = [st.json?.connector?.state, ...(st.json?.tasks ?? []).map((t: any) => t.state)];
       if (states.includes("FAILED")) throw new Error(`${r.name} FAILED: ${JSON.stringify(st.json).slice(0, 3000)}`);
       const slot = await admin`SELECT active FROM pg_replication_slots WHERE slot_name = ${r.slot}`;
@@ -470,7 +479,7 @@ async function record(): Promise<void> {
       const topic = `${r.name}.public.fidelity`;
       let recs: KRecord[] = [];
       for (let i = 0; i < 10 && recs.length < want; i++) recs = await consume(topic, want + 1, 4000);
-      const failed = (await rest("GET", `/connectors/${r.name}/status`)).json;
+      const failed = (await rest("GET", `/connectors/${r.connector}/status`)).json;
       if (recs.length < want) throw new Error(`${topic}: ${recs.length} records, expected ${want}; connector status ${JSON.stringify(failed).slice(0, 2000)}`);
       const messages = await consume(`${r.name}.message`, 0, 3000);
       return { r, recs: [...recs, ...messages] };
@@ -498,7 +507,8 @@ async function record(): Promise<void> {
     });
     log(`${file}: ${recs.length} records ${JSON.stringify(counts)}`);
   }
-  for (const r of runs) await rest("DELETE", `/connectors/${r.name}`);
+  for (const r of runs) await rest("DELETE", `/connectors/${r.connector}`);
+  await dropSlots(admin); // inactive slots would hold the cluster's WAL forever
   await Promise.all(Object.values(conns).map((c) => c.end()));
   await admin.end();
 

@@ -67,38 +67,37 @@ ours() { local pid; pid=$(cat "$1" 2>/dev/null) || return 1; [ -n "$pid" ] && ki
 pg_running() { [ -f "$dir/pg/$1/postmaster.pid" ] && as_pg "$pgbin/pg_ctl" -D "$dir/pg/$1" status >/dev/null 2>&1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-stop_java() { # names...: SIGTERM to all, then wait (longer for a JVM writing its class archive)
-  local name f pid pids=() limit=30
-  for name in "$@"; do
-    f="$dir/pids/$name.pid"
-    pid=$(ours "$f") || { rm -f "$f"; continue; }
-    kill -TERM "$pid" 2>/dev/null && pids+=("$name:$pid")
-    [ -f "$dir/pids/$name.cds" ] && limit=150
-  done
-  for _ in $(seq 1 "$limit"); do
-    local alive=0
-    for np in "${pids[@]}"; do kill -0 "${np#*:}" 2>/dev/null && alive=1; done
-    [ "$alive" -eq 0 ] && break
-    sleep 0.1
-  done
-  for np in "${pids[@]}"; do
-    kill -0 "${np#*:}" 2>/dev/null && { log "${np%%:*} (pid ${np#*:}) did not stop in $((limit / 10)) s: SIGKILL"; kill -KILL "${np#*:}" 2>/dev/null; }
-  done
-  # a class archive written at exit (see start_java) becomes usable once complete
-  for name in "$@"; do
-    f="$dir/pids/$name.cds"
-    if [ -f "$f" ]; then
-      read -r tmp final <"$f"
-      if [ -s "$tmp" ]; then mv -f "$tmp" "$final"; else rm -f "$tmp"; fi
+stop_java() { # name: SIGKILL (everything it wrote is removed anyway); SIGTERM and a wait when it is
+  # to write its class archive at exit
+  local name=$1 f="$dir/pids/$1.pid" pid limit=0 cds="$dir/pids/$1.cds"
+  if pid=$(ours "$f"); then
+    [ -f "$cds" ] && limit=300
+    [ "$limit" -gt 0 ] && kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 "$limit"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      [ "$limit" -gt 0 ] && log "$name (pid $pid) did not stop in $((limit / 10)) s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
-    rm -f "$dir/pids/$name.pid" "$f"
-  done
+  fi
+  # a class archive written at exit (see start_java) becomes usable once complete
+  if [ -f "$cds" ]; then
+    local tmp final
+    read -r tmp final <"$cds"
+    if [ -s "$tmp" ]; then mv -f "$tmp" "$final"; else rm -f "$tmp"; fi
+  fi
+  rm -f "$f" "$cds"
 }
 
 down() {
   [ -d "$dir" ] || { log "nothing at $dir"; return 0; }
   [ -f "$dir/.stack" ] || [ -d "$dir/pids" ] || [ -d "$dir/pg" ] || { log "$dir is not a stack dir; not touching it"; return 1; }
-  stop_java connect kafka &
+  if [ -f "$dir/pids/connect.cds" ] || [ -f "$dir/pids/kafka.cds" ]; then
+    # a graceful stop: Connect first, while the broker it leaves its group on is still there
+    { stop_java connect; stop_java kafka; } &
+  else
+    stop_java connect & stop_java kafka &
+  fi
   local c
   for c in ecom inventory analytics; do
     if [ -f "$dir/pg/$c/postmaster.pid" ]; then
@@ -184,11 +183,11 @@ if [ "$(cat "$lib/.stamp" 2>/dev/null)" != "$stamp" ]; then
   log "jars resolved in $(since "$t") s"
 fi
 
-# free ports, distinct
+# free ports, distinct, below the kernel's ephemeral range (32768+) so no outgoing connection takes one
 free_ports() {
   local n=$1 got=() p
   while [ ${#got[@]} -lt "$n" ]; do
-    p=$(( 20000 + RANDOM % 30000 ))
+    p=$(( 20000 + RANDOM % 12000 ))
     port_open "$p" && continue
     [[ " ${got[*]} " == *" $p "* ]] && continue
     got+=("$p")
@@ -216,6 +215,8 @@ start_java() { # name log main-class args...
   local name=$1 logf=$2; shift 2
   local jsa="$cache/cds/$name-$stamp-$jvm_id.jsa" cds
   if [ -s "$jsa" ]; then cds=("-XX:SharedArchiveFile=$jsa" -Xshare:auto)
+  elif ! java -XX:ArchiveClassesAtExit="$dir/pids/probe.jsa" -version >/dev/null 2>&1; then
+    cds=()   # this JVM cannot write archives (no base CDS archive)
   else
     cds=("-XX:ArchiveClassesAtExit=$jsa.$$.tmp")
     echo "$jsa.$$.tmp $jsa" >"$dir/pids/$name.cds"

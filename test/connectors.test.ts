@@ -225,7 +225,7 @@ real("the shipped connectors register on the real Kafka Connect, run, and publis
   try {
     const ids = (await ecom`SELECT id FROM orders ORDER BY id`).map((r) => Number(r.id));
     const tag = 900_000_000 + Math.floor(Math.random() * 1_000_000);
-    const [{ id }] = await ecom`INSERT INTO orders (customer_id, status, total_amount) VALUES (${tag}, 'pending', 12.34) RETURNING id`;
+    const id = (await ecom`INSERT INTO orders (customer_id, status, total_amount) VALUES (${tag}, 'pending', 12.34) RETURNING id`)[0]!.id as string;
     await ecom`UPDATE orders SET status = 'paid' WHERE id = ${id}`;
     await ecom`DELETE FROM orders WHERE id = ${id}`;
     const key = JSON.stringify({ id: Number(id) });
