@@ -173,11 +173,14 @@ trap 'log "interrupted"; [ -n "$pg_job" ] && kill "$pg_job" 2>/dev/null; down >/
 
 # jars: resolved once per content of the poms
 stamp=$(cat stack/pom.xml stack/*/pom.xml | sha256sum | cut -c1-16)
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9   # one stack at a time resolves jars and formats the log-dir template
 if [ "$(cat "$lib/.stamp" 2>/dev/null)" != "$stamp" ]; then
   t=$(now)
   log "resolving Kafka and Debezium jars with Maven into ${lib#"$root"/}"
   rm -rf "$lib"; mkdir -p "$lib"
-  mvn -B -q -f stack/pom.xml -Dstack.lib="$lib" dependency:copy-dependencies >"$cache/mvn.log" 2>&1 \
+  mvn -B -q -f stack/pom.xml -Dstack.lib="$lib" dependency:copy-dependencies >"$cache/mvn.log" 2>&1 9>&- \
     || { log "Maven failed:"; tail -n 40 "$cache/mvn.log" >&2; rm -rf "$lib"; down >/dev/null 2>&1; exit 1; }
   echo "$stamp" >"$lib/.stamp"
   log "jars resolved in $(since "$t") s"
@@ -223,7 +226,7 @@ start_java() { # name log main-class args...
   fi
   # shellcheck disable=SC2086
   setsid java $( [ "$name" = kafka ] && echo "$kafka_heap" || echo "$connect_heap" ) "${java_opts[@]}" "${cds[@]}" \
-    -Dstack.dir="$dir/" -cp "$lib/kafka/*" "$@" >"$logf" 2>&1 </dev/null &
+    -Dstack.dir="$dir/" -cp "$lib/kafka/*" "$@" >"$logf" 2>&1 </dev/null 9>&- &
   echo $! >"$dir/pids/$name.pid"
 }
 
@@ -257,7 +260,7 @@ pg_setup() {
   psql "$sock port=$INVENTORY_PORT dbname=inventory" -Xq -v ON_ERROR_STOP=1 -f sql/inventory-ddl.sql "${sample[@]}"
   psql "$sock port=$ANALYTICS_PORT dbname=analytics" -Xq -v ON_ERROR_STOP=1 -f sql/analytics-ddl.sql
 }
-( pg_setup ) >"$dir/pg/setup.log" 2>&1 &
+( pg_setup ) >"$dir/pg/setup.log" 2>&1 9>&- &
 pg_job=$!
 
 # --- Kafka broker (KRaft, broker and controller in one process) -------------------------------
@@ -297,6 +300,7 @@ if [ ! -f "$formatted/meta.properties" ]; then
   rm -rf "$formatted"; mv "$formatted.tmp" "$formatted"
 fi
 cp -a "$formatted" "$dir/kafka/data"
+flock -u 9
 start_java kafka "$dir/kafka/kafka.log" kafka.Kafka "$dir/kafka/server.properties"
 
 # --- Kafka Connect, distributed mode -------------------------------------------------------------
