@@ -8,6 +8,9 @@
 #   scripts/stack.sh down   [--dir D]   stop everything and remove the stack dir (also after a partial up)
 #   scripts/stack.sh status [--dir D]   each component, its pid and port; exit 1 if any is down
 #   scripts/stack.sh env    [--dir D]   print the env file of a running stack
+#   scripts/stack.sh restart kafka|connect [--dir D]
+#                                       SIGKILL the process if it still runs (a crash), start it again
+#                                       on the same ports and data, wait until it serves
 #   scripts/stack.sh tool CLASS [ARGS]  run a Kafka tool on the stack's jars (warnings on stderr), e.g.
 #     tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$BOOTSTRAP_SERVERS" \
 #          --topic ecom-connector.public.orders --from-beginning --property print.key=true
@@ -37,16 +40,19 @@ if [ "$cmd" = tool ]; then
     "-Dlog4j2.configurationFile=$root/stack/log4j2-tools.properties" -cp "$lib/kafka/*" "$@"
 fi
 dir="${STACK_DIR:-$root/.stack}"
+what=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir="$2"; shift 2 ;;
     --dir=*) dir="${1#*=}"; shift ;;
     -h|--help) cmd=help; shift ;;
+    kafka|connect) [ "$cmd" = restart ] && [ -z "$what" ] || { echo "stack: unexpected argument $1" >&2; exit 64; }; what=$1; shift ;;
     *) echo "stack: unknown argument $1" >&2; exit 64 ;;
   esac
 done
-case "$cmd" in up|down|status|env) ;; help|"") awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; [ "$cmd" = help ]; exit $? ;;
-  *) echo "stack: unknown command $cmd (up|down|status|env|tool)" >&2; exit 64 ;; esac
+[ "$cmd" = restart ] && [ -z "$what" ] && { echo "stack: restart what? kafka or connect" >&2; exit 64; }
+case "$cmd" in up|down|status|env|restart) ;; help|"") awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; [ "$cmd" = help ]; exit $? ;;
+  *) echo "stack: unknown command $cmd (up|down|status|env|restart|tool)" >&2; exit 64 ;; esac
 mkdir -p "$(dirname "$dir")"
 dir="$(cd "$(dirname "$dir")" && pwd)/$(basename "$dir")"
 
@@ -126,7 +132,71 @@ status() {
   return $bad
 }
 
+java_opts=(-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
+  "-Dlog4j2.configurationFile=$root/stack/log4j2.properties")
+# Class data sharing: the first run of each JVM writes an archive of the classes it loaded when it
+# exits (at `down`); later runs map it instead of loading the classes again (about a second less
+# startup each). An archive that does not fit (other JDK, other jars) is ignored by -Xshare:auto.
+stamp=$(cat stack/pom.xml stack/*/pom.xml | sha256sum | cut -c1-16)
+jvm_id=$(java -version 2>&1 | head -1 | tr -dc '0-9.' | cut -c1-20)
+start_java() { # name log main-class args...   (the log is appended to)
+  local name=$1 logf=$2; shift 2
+  mkdir -p "$cache/cds"
+  local jsa="$cache/cds/$name-$stamp-$jvm_id.jsa" cds
+  if [ -s "$jsa" ]; then cds=("-XX:SharedArchiveFile=$jsa" -Xshare:auto)
+  elif ! java -XX:ArchiveClassesAtExit="$dir/pids/probe.jsa" -version >/dev/null 2>&1; then
+    cds=()   # this JVM cannot write archives (no base CDS archive)
+  else
+    cds=("-XX:ArchiveClassesAtExit=$jsa.$$.tmp")
+    echo "$jsa.$$.tmp $jsa" >"$dir/pids/$name.cds"
+  fi
+  # shellcheck disable=SC2086
+  setsid java $( [ "$name" = kafka ] && echo "$kafka_heap" || echo "$connect_heap" ) "${java_opts[@]}" "${cds[@]}" \
+    -Dstack.dir="$dir/" -cp "$lib/kafka/*" "$@" >>"$logf" 2>&1 </dev/null 9>&- &
+  echo $! >"$dir/pids/$name.pid"
+}
+
+wait_for() { # what deadline-seconds test-command...
+  local what=$1 limit=$2; shift 2
+  local end; end=$(( $(date +%s) + limit ))
+  until "$@"; do
+    [ "$(date +%s)" -ge "$end" ] && return 1
+    sleep 0.1
+  done
+}
+alive() { ours "$dir/pids/$1.pid" >/dev/null; }
+log_from=1   # readiness is read from this line of a log on (a restart appends)
+kafka_ready() { alive kafka || failed kafka "$dir/kafka/kafka.log"; port_open "$KAFKA_PORT" && tail -n "+$log_from" "$dir/kafka/kafka.log" | grep -q 'Kafka Server started'; }
+connect_ready() {
+  alive connect || failed connect "$dir/connect/connect.log"
+  curl -fsS -m 2 "http://127.0.0.1:$CONNECT_PORT/connectors" >/dev/null 2>&1 \
+    && curl -fsS -m 2 "http://127.0.0.1:$CONNECT_PORT/connector-plugins" 2>/dev/null | grep -q 'io.debezium.connector.postgresql.PostgresConnector'
+}
+
+restart() { # kafka|connect
+  [ -f "$dir/env" ] || { log "no stack at $dir"; exit 1; }
+  # shellcheck disable=SC1090
+  . "$dir/ports"
+  failed() { log "$1 failed to restart; last lines of $2:"; tail -n 40 "$2" >&2 2>/dev/null; exit 1; }
+  local pid t; t=$(now)
+  if pid=$(ours "$dir/pids/$what.pid"); then
+    kill -KILL "$pid"; for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$dir/pids/$what.cds"
+  if [ "$what" = kafka ]; then
+    log_from=$(( $(wc -l <"$dir/kafka/kafka.log") + 1 ))
+    start_java kafka "$dir/kafka/kafka.log" kafka.Kafka "$dir/kafka/server.properties"
+    wait_for kafka "$timeout_s" kafka_ready || failed "kafka (timeout)" "$dir/kafka/kafka.log"
+    log "kafka up again on 127.0.0.1:$KAFKA_PORT after $(since "$t") s"
+  else
+    start_java connect "$dir/connect/connect.log" org.apache.kafka.connect.cli.ConnectDistributed "$dir/connect/worker.properties"
+    wait_for connect "$timeout_s" connect_ready || failed "connect (timeout)" "$dir/connect/connect.log"
+    log "connect up again on http://127.0.0.1:$CONNECT_PORT after $(since "$t") s"
+  fi
+}
+
 case "$cmd" in
+  restart) restart; exit $? ;;
   down) down; exit $? ;;
   status) status; exit $? ;;
   env) [ -f "$dir/env" ] && status >/dev/null && { cat "$dir/env"; exit 0; }; echo "stack: no running stack at $dir" >&2; exit 1 ;;
@@ -172,7 +242,6 @@ pg_job=""
 trap 'log "interrupted"; [ -n "$pg_job" ] && kill "$pg_job" 2>/dev/null; down >/dev/null 2>&1; exit 130' INT TERM
 
 # jars: resolved once per content of the poms
-stamp=$(cat stack/pom.xml stack/*/pom.xml | sha256sum | cut -c1-16)
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9   # one stack at a time resolves jars and formats the log-dir template
@@ -206,29 +275,6 @@ ECOM_PORT=$ECOM_PORT
 INVENTORY_PORT=$INVENTORY_PORT
 ANALYTICS_PORT=$ANALYTICS_PORT
 EOF
-
-java_opts=(-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
-  "-Dlog4j2.configurationFile=$root/stack/log4j2.properties")
-# Class data sharing: the first run of each JVM writes an archive of the classes it loaded when it
-# exits (at `down`); later runs map it instead of loading the classes again (about a second less
-# startup each). An archive that does not fit (other JDK, other jars) is ignored by -Xshare:auto.
-mkdir -p "$cache/cds"
-jvm_id=$(java -version 2>&1 | head -1 | tr -dc '0-9.' | cut -c1-20)
-start_java() { # name log main-class args...
-  local name=$1 logf=$2; shift 2
-  local jsa="$cache/cds/$name-$stamp-$jvm_id.jsa" cds
-  if [ -s "$jsa" ]; then cds=("-XX:SharedArchiveFile=$jsa" -Xshare:auto)
-  elif ! java -XX:ArchiveClassesAtExit="$dir/pids/probe.jsa" -version >/dev/null 2>&1; then
-    cds=()   # this JVM cannot write archives (no base CDS archive)
-  else
-    cds=("-XX:ArchiveClassesAtExit=$jsa.$$.tmp")
-    echo "$jsa.$$.tmp $jsa" >"$dir/pids/$name.cds"
-  fi
-  # shellcheck disable=SC2086
-  setsid java $( [ "$name" = kafka ] && echo "$kafka_heap" || echo "$connect_heap" ) "${java_opts[@]}" "${cds[@]}" \
-    -Dstack.dir="$dir/" -cp "$lib/kafka/*" "$@" >"$logf" 2>&1 </dev/null 9>&- &
-  echo $! >"$dir/pids/$name.pid"
-}
 
 # --- PostgreSQL: one initdb, copied three times, started and loaded in the background ----------
 password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -286,6 +332,9 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 # the log cleaner's dedupe buffer is allocated on the heap whole: 128 MiB by default
 log.cleaner.dedupe.buffer.size=16777216
+# after a kill -9 the restarted broker cannot register until its old session expires (9 s by default)
+broker.session.timeout.ms=3000
+broker.heartbeat.interval.ms=1000
 EOF
 t=$(now)
 # a formatted log dir is the same for every stack of one Kafka version: format once, copy after
@@ -323,6 +372,9 @@ status.storage.replication.factor=1
 offset.storage.partitions=5
 # source offsets (and so the LSN Debezium confirms to PostgreSQL) flushed every second, not minute
 offset.flush.interval.ms=1000
+# a killed worker's group membership expires after 6 s (the broker's minimum), not 10
+session.timeout.ms=6000
+heartbeat.interval.ms=2000
 plugin.path=$lib/plugins
 # the plugins' ServiceLoader manifests, no classpath scan: faster start
 plugin.discovery=service_load
@@ -331,24 +383,9 @@ $(grep -v '^[[:space:]]*#' connectors/connect-worker.properties | grep -v '^[[:s
 EOF
 start_java connect "$dir/connect/connect.log" org.apache.kafka.connect.cli.ConnectDistributed "$dir/connect/worker.properties"
 
-wait_for() { # what deadline-seconds test-command...
-  local what=$1 limit=$2; shift 2
-  local end; end=$(( $(date +%s) + limit ))
-  until "$@"; do
-    [ "$(date +%s)" -ge "$end" ] && return 1
-    sleep 0.1
-  done
-}
-alive() { ours "$dir/pids/$1.pid" >/dev/null; }
-kafka_ready() { alive kafka || failed kafka "$dir/kafka/kafka.log"; port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$dir/kafka/kafka.log"; }
 wait_for kafka "$timeout_s" kafka_ready || failed "kafka (timeout)" "$dir/kafka/kafka.log"
 log "kafka up on 127.0.0.1:$KAFKA_PORT after $(since "$t") s"
 
-connect_ready() {
-  alive connect || failed connect "$dir/connect/connect.log"
-  curl -fsS -m 2 "http://127.0.0.1:$CONNECT_PORT/connectors" >/dev/null 2>&1 \
-    && curl -fsS -m 2 "http://127.0.0.1:$CONNECT_PORT/connector-plugins" 2>/dev/null | grep -q 'io.debezium.connector.postgresql.PostgresConnector'
-}
 wait_for connect "$timeout_s" connect_ready || failed "connect (timeout)" "$dir/connect/connect.log"
 log "connect up on http://127.0.0.1:$CONNECT_PORT after $(since "$t") s"
 
