@@ -258,9 +258,16 @@ const connectUrl = env.CONNECT_URL!;
 const secrets = env.CONNECT_SECRETS_DIR!;
 
 async function rest(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
-  const r = await fetch(`${connectUrl}${path}`, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  return { status: r.status, json: text ? JSON.parse(text) : null };
+  for (let attempt = 0; ; attempt++) {
+    const r = await fetch(`${connectUrl}${path}`, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await r.text();
+    // 409: the worker group is rebalancing (a worker just started or left): try again
+    if (r.status === 409 && attempt < 60) {
+      await new Promise((res) => setTimeout(res, 500));
+      continue;
+    }
+    return { status: r.status, json: text ? JSON.parse(text) : null };
+  }
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

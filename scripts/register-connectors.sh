@@ -89,6 +89,8 @@ for f in "${files[@]}"; do
     continue
   fi
   code=$(put "$name")
+  # 409: the worker group is rebalancing (a worker just started or left); the request is retried
+  for _ in $(seq 1 60); do [ "$code" = 409 ] || break; sleep 0.5; code=$(put "$name"); done
   if [ "$code" = "000" ]; then
     echo "register-connectors: Kafka Connect unreachable at $connect ($(head -c 300 "$tmp/err"))" >&2
     exit 1

@@ -240,7 +240,10 @@ real("the shipped connectors register on the real Kafka Connect, run, and publis
     expect(recs.some(([, v]) => v !== null && JSON.parse(v).op === "r")).toBe(true);
     // the stream: c, u, d and a tombstone for the new row, in that order, schemaless JSON
     const mine = recs.filter(([k]) => k === key).map(([, v]) => (v === null ? "tombstone" : (JSON.parse(v) as { op: string }).op));
-    expect(mine).toEqual(["c", "u", "d", "tombstone"]);
+    // (Connect delivers at least once: a task restarted by a rebalance re-sends from its last
+    // flushed offset, so the same events may follow again)
+    expect([...new Set(mine)]).toEqual(["c", "u", "d", "tombstone"]);
+    expect(mine.at(-1)).toBe("tombstone");
     const created = JSON.parse(recs.find(([k, v]) => k === key && v !== null)![1]!);
     expect(created.after.customer_id).toBe(tag);
     expect(created.after.total_amount).toBe(12.34); // decimal.handling.mode=double
