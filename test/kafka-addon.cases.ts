@@ -269,6 +269,21 @@ export const cases: Array<[string, () => Promise<void>]> = [
     },
   ],
   [
+    "closing while a consume call is waiting lets it return before the handle is freed",
+    async () => {
+      const m = new MockCluster(1);
+      m.createTopic("t8", 1);
+      const c = new KafkaConsumer({ "bootstrap.servers": m.bootstrapServers, "group.id": "g8", ...fast });
+      c.subscribe(["t8"]);
+      const pending = c.consume(100, 1500);
+      await new Promise((r) => setTimeout(r, 100));
+      await c.close();
+      assert.equal((await pending).count, 0);
+      await assert.rejects(() => c.consume(), (e: unknown) => e instanceof KafkaError && e.code === "ERR__DESTROY");
+      m.close();
+    },
+  ],
+  [
     "an injected broker error reaches the caller as a typed error, and the next request succeeds",
     async () => {
       const m = new MockCluster(1);

@@ -23,7 +23,7 @@ const CONSUMER_DEFAULTS: Properties = {
 export class KafkaConsumer {
   #c: NativeConsumer;
   #hooks: ClientHooks;
-  #busy = false;
+  #inflight: Promise<unknown> | undefined;
   #closed = false;
   #fatal: ErrorEvent | undefined;
 
@@ -48,14 +48,15 @@ export class KafkaConsumer {
   async consume(max = 10_000, timeoutMs = 100): Promise<MessageBatch> {
     if (!Number.isInteger(max) || max < 1) throw new KafkaError(`consume: max must be a positive integer, got ${max}`, "ERR__INVALID_ARG");
     if (this.#fatal) throw new KafkaError(this.#fatal.message, this.#fatal.code, { fatal: true });
-    if (this.#busy) throw new KafkaError("consume: a consume call is already in flight", "ERR__STATE");
-    this.#busy = true;
+    if (this.#inflight) throw new KafkaError("consume: a consume call is already in flight", "ERR__STATE");
+    const pending = call(() => this.#c.consume(max, Math.max(0, Math.floor(timeoutMs))));
+    this.#inflight = pending;
     try {
-      const raw = await call(() => this.#c.consume(max, Math.max(0, Math.floor(timeoutMs))));
+      const raw = await pending;
       this.#dispatch(raw);
       return new MessageBatch(raw);
     } finally {
-      this.#busy = false;
+      this.#inflight = undefined;
     }
   }
 
@@ -128,6 +129,8 @@ export class KafkaConsumer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // the handle is freed by close: let a consume call still polling it finish first (≤ its timeout)
+    await this.#inflight?.catch(() => undefined);
     const ev = await call(() => this.#c.close());
     if (ev) this.#dispatch(ev);
   }
