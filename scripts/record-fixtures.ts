@@ -237,6 +237,7 @@ if (!stackDir && !opt("--compare")) {
   const r = run(["bash", "scripts/stack.sh", "up", "--dir", stackDir]);
   if (r.code !== 0) {
     process.stderr.write(r.err);
+    rmSync(ownStack, { recursive: true, force: true });
     process.exit(1);
   }
 }
@@ -615,12 +616,12 @@ try {
       log(`${problems.length} difference(s) from the committed fixtures:`);
       for (const p of problems.slice(0, 50)) process.stderr.write(`${p}\n`);
     } else log("Debezium's output matches the committed fixtures");
-    if (!opt("--out")) rmSync(out, { recursive: true, force: true });
   }
 } catch (e) {
   log(`failed: ${(e as Error).stack ?? e}`);
   code = 1;
 } finally {
+  if (check && !opt("--out")) rmSync(out, { recursive: true, force: true });
   stopStack();
 }
 process.exit(code);
