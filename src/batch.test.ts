@@ -51,9 +51,13 @@ test("a delete then an insert is an insert; a tombstone after its delete keeps t
 test("an update with unchanged-TOAST columns merges with the pending change of its key", () => {
   const b = new Batch(limits);
   b.add(up(1, 10, 1, { a: "1", big: "long text" }), 0);
-  b.add(up(1, 11, 1, { a: "2" }), 0);
+  b.add({ ...up(1, 11, 1, { a: "2" }), partial: true }, 0);
   const [c] = pending(b);
   expect(Object.fromEntries(c!.cols!.map((k, i) => [k, c!.vals![i]]))).toEqual({ a: "2", big: "long text", id: "1" });
+  expect(c!.partial).toBeUndefined();
+  // a partial update without its row pending stays partial: it may only update the stored row
+  b.add({ ...up(2, 12, 1, { a: "3" }), partial: true }, 0);
+  expect(pending(b)[1]!.partial).toBe(true);
 });
 
 test("a truncate drops what is pending for its table; limits decide when the batch is full or due", () => {

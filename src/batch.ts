@@ -94,11 +94,11 @@ export class ChangeBatch {
       if (c.kind === Kind.Delete && !tombstone && prev.kind === Kind.Upsert && t.mapping.delete_mode === "soft")
         c = { ...prev, commitLsn: c.commitLsn, lsn: c.lsn, sourceTs: c.sourceTs, deletedAt: c.sourceTs, coord: c.coord, raw: c.raw };
       // an update with unchanged-TOAST columns keeps the values the pending change carries
-      if (c.kind === Kind.Upsert && prev.kind === Kind.Upsert && c.cols!.length < prev.cols!.length) {
+      if (c.kind === Kind.Upsert && c.partial && prev.kind === Kind.Upsert) {
         const merged = new Map<string, string | null>();
         prev.cols!.forEach((col, i) => merged.set(col, prev.vals![i]!));
         c.cols!.forEach((col, i) => merged.set(col, c.vals![i]!));
-        c = { ...c, cols: [...merged.keys()], vals: [...merged.values()] };
+        c = { ...c, cols: [...merged.keys()], vals: [...merged.values()], partial: prev.partial };
       }
       st.pending.delete(c.keyText);
     }

@@ -1,6 +1,8 @@
 // `cdc-sink check`: one preflight per dependency — the Kafka brokers, each PostgreSQL source, the
-// analytics database — each problem on one line with its fix.
+// analytics database — each problem on one line with its fix; for Kafka mappings the decoding
+// contract of every column (what the connector sends, what the column holds), with warnings.
 import type { Config } from "./config.ts";
+import { decodingContract } from "./decode/contract.ts";
 import { errorInfo, SchemaError } from "./errors.ts";
 import { KafkaConsumer } from "./kafka/native.ts";
 import { openAnalytics } from "./sink/database.ts";
@@ -9,7 +11,7 @@ import { consumerProperties } from "./sources/kafka.ts";
 import { openSource, slotState, sourceProblems } from "./sources/postgres/setup.ts";
 
 export interface Finding {
-  level: "ok" | "info" | "FAIL";
+  level: "ok" | "info" | "warn" | "FAIL";
   text: string;
 }
 
@@ -59,6 +61,11 @@ async function analyticsPreflight(config: Config): Promise<Finding[]> {
       for (const t of await loadTargets(sql, config.mappings)) {
         for (const col of t.mapping.columns ?? []) if (!t.columns.has(col)) out.push({ level: "FAIL", text: `${t.table.name}: mapped column ${col} does not exist` });
         out.push({ level: "ok", text: `table ${t.table.name} (key ${t.key.join(", ")}; ${t.columns.size} columns mapped)` });
+        if (config.source.kind === "kafka")
+          for (const c of decodingContract(t)) {
+            out.push({ level: "info", text: `${t.table.name}.${c.column} ${c.sqlType} <- ${c.expects}` });
+            if (c.warning) out.push({ level: "warn", text: `${t.table.name}.${c.column}: ${c.warning}` });
+          }
       }
     } catch (e) {
       if (!(e instanceof SchemaError)) throw e;

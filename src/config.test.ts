@@ -1,7 +1,8 @@
 import { expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { findLine, parseConfig } from "./config.ts";
+import { DEBEZIUM_DEFAULTS } from "./decode/values.ts";
 import { tempDir } from "../test/support/cleanup.ts";
 
 const example = readFileSync(new URL("../sink.toml", import.meta.url), "utf8");
@@ -68,4 +69,17 @@ test("findLine locates keys inside array tables", () => {
   expect(findLine(text, "m[1].u")).toBe(7);
   expect(findLine(text, "m[0].t")).toBe(4);
   expect(findLine(text, "a.x")).toBe(2);
+});
+
+test("sink.toml reads values the way the shipped connectors encode them", () => {
+  const r = parseConfig(withSecret, { env: {} });
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  const modes = ["time.precision.mode", "decimal.handling.mode", "binary.handling.mode", "interval.handling.mode", "unavailable.value.placeholder"];
+  const dir = new URL("../connectors/", import.meta.url);
+  for (const f of readdirSync(dir).filter((f) => f.endsWith(".json"))) {
+    const connector = JSON.parse(readFileSync(new URL(f, dir), "utf8")).config as Record<string, string>;
+    const prefix = connector["topic.prefix"]!;
+    for (const m of r.config.mappings.filter((m) => m.topic!.startsWith(`${prefix}.`)))
+      for (const k of modes) expect({ topic: m.topic, k, v: (m.debezium as Record<string, string>)[k] ?? DEBEZIUM_DEFAULTS[k as keyof typeof DEBEZIUM_DEFAULTS] }).toEqual({ topic: m.topic, k, v: connector[k] ?? DEBEZIUM_DEFAULTS[k as keyof typeof DEBEZIUM_DEFAULTS] });
+  }
 });

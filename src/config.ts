@@ -59,6 +59,21 @@ const PgSourceSchema = v.pipe(
   needsUrlOrHost(),
 );
 
+/**
+ * How the Debezium connectors encode values, named as in the connector config: schemaless values
+ * are read by these modes (a message with a schema follows its schema). Unset keys take Debezium's
+ * defaults.
+ */
+const DebeziumSchema = v.strictObject({
+  "time.precision.mode": v.optional(v.picklist(["adaptive", "adaptive_time_microseconds", "connect"])),
+  "decimal.handling.mode": v.optional(v.picklist(["precise", "double", "string"])),
+  "binary.handling.mode": v.optional(v.picklist(["bytes", "base64", "base64-url-safe", "hex"])),
+  "interval.handling.mode": v.optional(v.picklist(["numeric", "string"])),
+  "unavailable.value.placeholder": v.optional(v.pipe(v.string(), v.nonEmpty())),
+  "money.fraction.digits": v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(20))),
+});
+export type DebeziumModes = v.InferOutput<typeof DebeziumSchema>;
+
 /** One stream mapped to one analytics table. */
 const MappingSchema = v.strictObject({
   /** Kafka topic (Kafka source) */
@@ -79,6 +94,8 @@ const MappingSchema = v.strictObject({
   /** timestamptz column set on soft delete */
   soft_delete_column: v.optional(v.string(), "_cdc_deleted_at"),
   truncate: v.optional(v.picklist(["truncate", "ignore"]), "ignore"),
+  /** this topic's connector encodes differently from [debezium] */
+  debezium: v.optional(DebeziumSchema),
   /** flush once this many events of this mapping are pending */
   batch_size: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
   /** flush at most this long after this mapping's first pending event */
@@ -109,6 +126,7 @@ export const ConfigSchema = v.pipe(
       enabled: true,
     }),
     log: v.optional(v.strictObject({ level: v.optional(v.picklist(["debug", "info", "warn", "error"]), "info") }), { level: "info" }),
+    debezium: v.optional(DebeziumSchema, {}),
     mappings: v.pipe(v.array(MappingSchema), v.minLength(1, "needs at least one [[mappings]] entry")),
   }),
   v.forward(
@@ -136,7 +154,7 @@ type Obj = Record<string, unknown>;
 
 /** CDC_SINK_KAFKA_GROUP_ID=x sets kafka.group_id; values are read as TOML values when they parse as one. */
 function applyEnv(raw: Obj, env: Record<string, string | undefined>, issues: ConfigIssue[]): void {
-  const sections = ["source", "kafka", "postgres", "batch", "retry", "http", "log"];
+  const sections = ["source", "kafka", "postgres", "batch", "retry", "http", "log", "debezium"];
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith("CDC_SINK_") || value === undefined) continue;
     const rest = name.slice(9).toLowerCase();
@@ -145,7 +163,8 @@ function applyEnv(raw: Obj, env: Record<string, string | undefined>, issues: Con
       if (!["CDC_SINK_CONFIG"].includes(name)) issues.push({ key: name, message: `unknown environment override (sections: ${sections.join(", ")})` });
       continue;
     }
-    const key = rest.slice(section.length + 1);
+    // the [debezium] keys are the connector's dotted names: CDC_SINK_DEBEZIUM_TIME_PRECISION_MODE
+    const key = section === "debezium" ? rest.slice(section.length + 1).replaceAll("_", ".") : rest.slice(section.length + 1);
     let parsed: unknown = value;
     try {
       parsed = (parseToml(`v = ${value}`) as Obj).v;
@@ -250,6 +269,8 @@ export function parseConfig(
   }
   if (r.success) issues.push(...crossCheck(r.output, text));
   if (issues.length || !r.success) return { ok: false, issues };
+  // each mapping carries its effective encoding modes: its own over [debezium]
+  for (const m of r.output.mappings) m.debezium = { ...r.output.debezium, ...m.debezium };
   return { ok: true, config: r.output };
 }
 

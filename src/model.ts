@@ -34,6 +34,20 @@ export interface TableInfo {
   uniqueKeys: string[][];
 }
 
+/** How a Debezium connector encodes values (its encoding modes; Debezium's defaults where the config is silent). */
+export interface Encoding {
+  timePrecision: "adaptive" | "adaptive_time_microseconds" | "connect";
+  decimal: "precise" | "double" | "string";
+  binary: "bytes" | "base64" | "base64-url-safe" | "hex";
+  interval: "numeric" | "string";
+  /** the unchanged-TOAST placeholder */
+  placeholder: string;
+  /** the placeholder of a bytea column in `bytes` mode: base64 of its bytes */
+  placeholderBase64: string;
+  /** scale of money values in `precise` mode */
+  moneyDigits: number;
+}
+
 /** A mapping resolved against its analytics table. Immutable: a schema change makes a new one. */
 export interface Target {
   readonly mapping: Mapping;
@@ -46,6 +60,8 @@ export interface Target {
   readonly keyFields: ReadonlyMap<string, string>;
   /** target key column -> its index in `key` */
   readonly keyIndex: ReadonlyMap<string, number>;
+  /** Kafka mappings: how the connector encodes values */
+  readonly encoding: Encoding;
 }
 
 /** Where a record came from: enough to find it again and to checkpoint past it. */
@@ -78,6 +94,8 @@ export interface Change {
   /** upserts: target columns present (absent unchanged-TOAST columns left out) and their text values */
   cols?: string[];
   vals?: (string | null)[];
+  /** an update that left unchanged-TOAST columns out: it can only update a stored row */
+  partial?: boolean;
   /**
    * Source position, compared as the pair (commitLsn, lsn). Streamed: the commit LSN of the
    * transaction (Debezium: the previous commit's, see decode/debezium.ts) and the record's place in

@@ -164,6 +164,8 @@ test("check reaches the brokers and the analytics database, and names what is mi
   const okOut = await new Response(ok.stdout).text();
   expect(okOut).toContain(`ok   topic ${TOPICS.orders}`);
   expect(okOut).toContain("ok   table fact_inventory (key book_id;");
+  // the decoding contract, per column
+  expect(okOut).toContain("info fact_orders.total_amount numeric(12,2) <- a base64 unscaled integer, scale 2");
   await sql`DROP TABLE fact_order_items CASCADE`;
   await sql.end();
   const bad = writeConfig("check-bad", sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: "check" }).replace(`"${TOPICS.books}"`, '"no.such.topic"'));

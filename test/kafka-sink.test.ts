@@ -141,6 +141,51 @@ test("an unchanged-TOAST placeholder keeps the stored value", async () => {
   await sql.end();
 }, 120_000);
 
+test("an update without its unchanged-TOAST NOT NULL column updates the stored row; for a row not stored it is a dead letter saying why", async () => {
+  const { sql, topics, cfg } = await setup();
+  await sql`ALTER TABLE dim_books ALTER COLUMN tags SET NOT NULL, ALTER COLUMN isbn SET NOT NULL`;
+  const clock = newClock();
+  const big = Array.from({ length: 50 }, (_, i) => `tag-${i}-${"x".repeat(200)}`);
+  const book = (id: number) => ({ id, isbn: `isbn-${id}`, title: "T", author: "A", price: 9.99, tags: big });
+  await send(topics.books, [
+    { key: keyOf(1), value: envelope(clock, "books", "c", { after: book(1) }) },
+    { key: keyOf(2), value: envelope(clock, "books", "c", { after: { ...book(2), tags: ["small"] } }) },
+  ]);
+  const run = await startDaemon(cfg);
+  try {
+    await waitFor("books", async () => (await sql`SELECT count(*)::int AS n FROM dim_books`)[0]!.n === 2);
+    // updates in their own batches: nothing pending to merge with, so each must update the stored row
+    await send(topics.books, [{ key: keyOf(1), value: envelope(clock, "books", "u", { after: { ...book(1), title: "T2", tags: ["__debezium_unavailable_value"] } }) }]);
+    await waitFor("update 1", async () => (await sql`SELECT title FROM dim_books WHERE id = 1`)[0]?.title === "T2");
+    await send(topics.books, [
+      // a key never stored: its NOT NULL tags are unknown, so it cannot be inserted
+      { key: keyOf(3), value: envelope(clock, "books", "u", { after: { ...book(3), tags: ["__debezium_unavailable_value"] } }) },
+      // a key never stored whose unknown column may be NULL: inserted without it
+      { key: keyOf(4), value: envelope(clock, "books", "u", { after: { ...book(4), attributes: "__debezium_unavailable_value", tags: ["t"] } }) },
+      { key: keyOf(2), value: envelope(clock, "books", "u", { after: { ...book(2), price: 1.5, tags: ["__debezium_unavailable_value"] } }) },
+    ]);
+    await waitFor("update 2", async () => (await sql`SELECT price::text FROM dim_books WHERE id = 2`)[0]?.price === "1.50");
+  } finally {
+    await run.stop();
+  }
+  expect(await rows(sql, "SELECT id::int, title, price::text, array_length(tags, 1) AS tags, attributes FROM dim_books ORDER BY id")).toEqual([
+    { id: 1, title: "T2", price: "9.99", tags: 50, attributes: null },
+    { id: 2, title: "T", price: "1.50", tags: 1, attributes: null },
+    { id: 4, title: "T", price: "9.99", tags: 1, attributes: null },
+  ]);
+  const dead = await rows(sql, "SELECT key, stage, error_code, error FROM cdc_sink.dead_letters");
+  expect(dead).toEqual([
+    {
+      key: keyOf(3),
+      stage: "apply",
+      error_code: "TOAST_ROW_MISSING",
+      error: 'row ["3"] is not in dim_books, and this update left out NOT NULL column(s) tags (unchanged TOAST values): it cannot be inserted',
+    },
+  ]);
+  expect(run.metrics.deadLetters.value({ table: "dim_books", reason: "TOAST_ROW_MISSING" })).toBe(1);
+  await sql.end();
+}, 120_000);
+
 test("a truncate event empties only tables whose mapping says truncate; an ignored one touches nothing", async () => {
   const { sql, topics, cfg } = await setup(undefined, { items: 'truncate = "ignore"', inventory: 'truncate = "truncate"' });
   const clock = newClock();

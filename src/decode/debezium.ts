@@ -85,7 +85,7 @@ function decodeKey(t: Target, keyText: string): { key: (string | null)[]; keyTex
     const target = t.keyFields.get(field);
     if (target === undefined) continue;
     const idx = t.keyIndex.get(target)!;
-    const txt = toText(value, t.table.columns.get(target)!, fields?.get(field));
+    const txt = toText(value, t.table.columns.get(target)!, fields?.get(field), t.encoding);
     if (txt === ABSENT || txt === null) throw new DecodeError(`message key field ${field} is null`);
     key[idx] = txt;
     found++;
@@ -94,11 +94,21 @@ function decodeKey(t: Target, keyText: string): { key: (string | null)[]; keyTex
   return { key, keyText: JSON.stringify(key) };
 }
 
+/** What else a decoder may ask of the record: whether Debezium marked it as the new row of a key change. */
+export interface RecordContext {
+  unknownFields?: Set<string>;
+  keyChanged?: () => boolean;
+}
+
 /**
  * One Kafka record of a Debezium topic -> a change, or null when it carries no row (op `m`).
  * Throws DecodeError for anything that cannot be applied; the caller dead-letters it.
+ *
+ * The unchanged-TOAST placeholder stands for "not sent" only where the row image can leave a
+ * value out: an update, or the insert that follows a primary-key change (header
+ * `__debezium.oldkey`). In a snapshot read or a plain insert the same text is a real value.
  */
-export function decodeDebezium(t: Target, keyText: string | null, valueText: string | null, coord: Coord, unknown?: Set<string>): Change | null {
+export function decodeDebezium(t: Target, keyText: string | null, valueText: string | null, coord: Coord, ctx: RecordContext = {}): Change | null {
   if (valueText === null) {
     if (keyText === null) throw new DecodeError("record has neither key nor value");
     const k = decodeKey(t, keyText);
@@ -133,16 +143,22 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
       const cols: string[] = [];
       const vals: (string | null)[] = [];
       const image = after as Obj;
+      let partial = false;
       for (const field in image) {
         const value = image[field];
         const col = t.columns.get(field);
         if (col === undefined) {
-          unknown?.add(field);
+          ctx.unknownFields?.add(field);
           continue;
         }
         if (t.keyIndex.has(col)) continue;
-        const txt = toText(value, t.table.columns.get(col)!, fields?.get(field));
-        if (txt === ABSENT) continue;
+        const column = t.table.columns.get(col)!;
+        let txt = toText(value, column, fields?.get(field), t.encoding, op === "r");
+        if (txt === ABSENT && op === "c" && !ctx.keyChanged?.()) txt = toText(value, column, fields?.get(field), t.encoding, true);
+        if (txt === ABSENT) {
+          partial = true;
+          continue;
+        }
         cols.push(col);
         vals.push(txt);
       }
@@ -151,7 +167,9 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
         cols.push(t.key[i]!);
         vals.push(k.key[i]!);
       }
-      return { target: t, kind: Kind.Upsert, ...k, cols, vals, commitLsn, lsn, sourceTs, coord, raw };
+      const change: Change = { target: t, kind: Kind.Upsert, ...k, cols, vals, commitLsn, lsn, sourceTs, coord, raw };
+      if (partial) change.partial = true;
+      return change;
     }
     default:
       throw new DecodeError(`unknown op ${JSON.stringify(op)}`);
@@ -195,7 +213,7 @@ export function createDebeziumDecoder(deps: {
         const keyText = b.keyText(i);
         const valueText = b.valueText(i);
         try {
-          const c = decodeDebezium(t, keyText, valueText, coord, unknownFields);
+          const c = decodeDebezium(t, keyText, valueText, coord, { unknownFields, keyChanged: () => b.headers(i).some(([name]) => name === "__debezium.oldkey") });
           if (c) batch.add(c, now);
         } catch (e) {
           const { error } = errorInfo(e);

@@ -1,8 +1,19 @@
-// JSON.parse that keeps integers beyond 2^53 exact (as bigint). Fast path: plain JSON.parse when the
-// text holds no run of 16+ digits, which is the only way an unsafe integer can appear.
+// JSON.parse that keeps every number exact: integers beyond 2^53 as bigint, and non-integers a
+// double cannot hold (more than 15 significant digits, or out of range) as JsonNumber with their
+// text. Values stay exact from the wire to PostgreSQL: a decimal is written from its digits.
+//
+// Fast path: the text's numbers are scanned with one regex; those a double holds exactly are left
+// to JSON.parse, the others are rewritten to marked strings first and turned back after parsing.
+// Debezium 3 events always carry ts_us/ts_ns (16 and 19 digits), so this path is the usual one.
 import { DecodeError } from "../errors.ts";
 
-const LONG_DIGITS = /\d{16}/;
+/** A JSON number a double cannot hold exactly, kept as its text. */
+export class JsonNumber {
+  constructor(readonly text: string) {}
+  toString(): string {
+    return this.text;
+  }
+}
 
 export class JsonError extends DecodeError {
   constructor(
@@ -13,15 +24,100 @@ export class JsonError extends DecodeError {
   }
 }
 
+/** Where a number a double may not hold can be: 16+ digits (and points) in a row, or a 3-digit exponent (two regexes: one with an alternation scans much slower). */
+const LONG = /[\d.]{16,}/g;
+const EXPONENT = /\d[eE][+-]?\d{3}/g;
+const isNumberChar = (c: number) => (c >= 48 && c <= 57) || c === 46 || c === 45 || c === 43 || c === 101 || c === 69;
+const NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
+// a noncharacter: valid raw inside a JSON string, never in real data (its presence sends the text to the exact parser)
+const MARK = "\uFDD0";
+
+/** True when the token is a JSON number whose value a double holds exactly. */
+function exactAsDouble(token: string): boolean {
+  const m = NUMBER.exec(token);
+  if (!m) return false;
+  if (!m[2] && !m[3]) return Number.isSafeInteger(Number(token));
+  const digits = (m[1]! + (m[2]?.slice(1) ?? "")).replace(/^0+/, "").replace(/0+$/, "");
+  const exp = m[3] ? Number(m[3].slice(1)) : 0;
+  return digits.length <= 15 && Math.abs(exp) < 290;
+}
+
 export function parseJson(text: string): unknown {
-  if (!LONG_DIGITS.test(text)) {
-    try {
-      return JSON.parse(text);
-    } catch (e) {
-      throw new JsonError(`invalid JSON: ${(e as Error).message}`, -1);
-    }
+  let parts: string[] | undefined;
+  let last = 0;
+  // string parity up to `scanned`, advanced quote by quote (candidates come in order)
+  let scanned = 0;
+  let inString = false;
+  const found: number[] = [];
+  for (const re of [LONG, EXPONENT]) {
+    re.lastIndex = 0;
+    for (let m; (m = re.exec(text)); ) found.push(m.index);
   }
-  return new Parser(text).parseDocument();
+  if (found.length > 1) found.sort((a, b) => a - b);
+  let cursor = 0;
+  for (const at of found) {
+    if (at < cursor) continue;
+    // the whole token around the match; numbers start after `:`, `[` or `,`
+    let start = at;
+    while (start > 0 && isNumberChar(text.charCodeAt(start - 1))) start--;
+    let end = at;
+    while (end < text.length && isNumberChar(text.charCodeAt(end))) end++;
+    cursor = end;
+    let before = start - 1;
+    while (before >= 0 && (text.charCodeAt(before) === 32 || text.charCodeAt(before) === 10 || text.charCodeAt(before) === 13 || text.charCodeAt(before) === 9)) before--;
+    const sep = text.charCodeAt(before);
+    if (sep !== 58 && sep !== 91 && sep !== 44) continue;
+    const token = text.slice(start, end);
+    if (exactAsDouble(token)) continue;
+    // Debezium's own ts_us/ts_ns (in "source" and after it) are never read: no need to keep them exact
+    if (sep === 58 && (text.startsWith('"ts_us"', before - 7) || text.startsWith('"ts_ns"', before - 7)) && text.lastIndexOf('"source":{', before) >= 0) continue;
+    for (let q = text.indexOf('"', scanned); q !== -1 && q < start; q = text.indexOf('"', q + 1)) {
+      let b = q - 1;
+      while (b >= 0 && text.charCodeAt(b) === 92) b--;
+      if ((q - b) % 2 === 1) inString = !inString;
+      scanned = q + 1;
+    }
+    if (inString) continue;
+    (parts ??= []).push(text.slice(last, start), `"${MARK}${token}"`);
+    last = end;
+  }
+  // a marker-like string in the input could pass for a number: the exact parser reads it instead
+  if (parts && (text.includes(MARK) || /\\u[fF][dD][dD]0/.test(text))) return new Parser(text).parseDocument();
+  try {
+    if (!parts) return JSON.parse(text);
+    parts.push(text.slice(last));
+    return restore(JSON.parse(parts.join("")));
+  } catch (e) {
+    if (e instanceof JsonError) throw e;
+    // the exact parser names the position of the problem
+    return new Parser(text).parseDocument();
+  }
+}
+
+/** Marked strings back to exact numbers. */
+function restore(v: unknown): unknown {
+  if (typeof v === "string") return v.charCodeAt(0) === 0xfdd0 ? exactNumber(v.slice(1)) : v;
+  if (v === null || typeof v !== "object") return v;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) v[i] = restore(v[i]);
+    return v;
+  }
+  const o = v as Record<string, unknown>;
+  for (const k in o) {
+    if (k.charCodeAt(0) === 0xfdd0) throw new JsonError(`invalid JSON: a number where a key is expected (${k.slice(1, 40)})`, -1);
+    o[k] = restore(o[k]);
+  }
+  return o;
+}
+
+function exactNumber(token: string): number | bigint | JsonNumber {
+  const m = NUMBER.exec(token);
+  if (!m) throw new JsonError(`invalid JSON: bad number ${token.slice(0, 40)}`, -1);
+  if (!m[2] && !m[3]) {
+    const n = Number(token);
+    return Number.isSafeInteger(n) ? n : BigInt(token);
+  }
+  return new JsonNumber(token);
 }
 
 class Parser {
@@ -112,14 +208,14 @@ class Parser {
       return this.fail("bad string escape");
     }
   }
-  number(): number | bigint {
-    const m = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(this.s.slice(this.i, this.i + 400));
-    if (!m) return this.fail("bad number");
-    this.i += m[0].length;
-    if (!m[2] && !m[3]) {
-      const n = Number(m[0]);
-      return Number.isSafeInteger(n) ? n : BigInt(m[0]);
-    }
-    return Number(m[0]);
+  number(): number | bigint | JsonNumber {
+    const s = this.s;
+    const start = this.i;
+    let i = start;
+    while (i < s.length && /[-+.eE0-9]/.test(s[i]!)) i++;
+    const token = s.slice(start, i);
+    if (!NUMBER.test(token)) return this.fail("bad number");
+    this.i = i;
+    return exactAsDouble(token) ? Number(token) : exactNumber(token);
   }
 }

@@ -129,20 +129,25 @@ export function createPgChangeDecoder(deps: {
         const cols: string[] = [];
         const vals: (string | null)[] = [];
         const key: (string | null)[] = new Array(t.key.length).fill(null);
+        let partial = false;
         rel.columns.forEach((c, i) => {
           const v = m.values[i];
           const keyCol = t.keyFields.get(c.name);
           if (keyCol !== undefined && v !== undefined) key[t.keyIndex.get(keyCol)!] = v;
           const col = t.columns.get(c.name);
+          if (col === undefined || del) return;
           // undefined: an unchanged TOAST value, left out (the stored value stays)
-          if (col === undefined || v === undefined || del) return;
-          cols.push(col);
-          vals.push(v);
+          if (v === undefined) partial = true;
+          else {
+            cols.push(col);
+            vals.push(v);
+          }
         });
         const change: Change = { target: t, kind: del ? Kind.Delete : Kind.Upsert, key, keyText: JSON.stringify(key), commitLsn: src.txn.commitLsn, lsn: ++src.txn.seq, sourceTs: src.txn.commitTime, coord };
         if (!del) {
           change.cols = cols;
           change.vals = vals;
+          if (partial) change.partial = true;
         }
         batch.add(change, now);
         return;

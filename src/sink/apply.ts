@@ -16,7 +16,7 @@ import { quoteIdent } from "./schema.ts";
 import { softDeleteColumn, stateStatements, TargetStatements } from "./statements.ts";
 
 type Tx = TransactionSql;
-type TableCount = { table: string; upsert: number; delete: number; truncate?: number; changes: number };
+type TableCount = { table: string; upsert: number; delete: number; truncate?: number; changes: number; dead?: DeadLetter[] };
 type Outcome = { counts: TableCount[]; dead: DeadLetter[]; floor: Map<string, bigint> };
 
 /** PostgreSQL text cannot hold NUL: shown as U+FFFD (dead letters keep the exact bytes beside it). */
@@ -56,12 +56,12 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     const s = stmts(t);
     const deletes: Change[] = [];
     const tombstones: Change[] = [];
-    // changes with unchanged-TOAST columns have fewer columns: one upsert per column set
+    // changes with unchanged-TOAST columns have fewer columns: one statement per column set
     const groups = new Map<string, Change[]>();
     for (const c of changes) {
       if (c.kind === Kind.Delete) (c.commitLsn >= 0n ? deletes : tombstones).push(c);
       else {
-        const sig = c.cols!.join("\u0000");
+        const sig = (c.partial ? "partial\u0000" : "\u0000") + c.cols!.join("\u0000");
         const g = groups.get(sig);
         if (g) g.push(c);
         else groups.set(sig, [c]);
@@ -82,16 +82,39 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       params.push(textArray(tombstones.length, (j) => tombstones[j]!.keyText), t.table.name);
       deleted.push(send(s.tombstoneDelete(), params).then((r) => r[0]!.n as number));
     }
+    const dead: DeadLetter[] = [];
     for (const g of groups.values()) {
       const cols = g[0]!.cols!;
       const params: unknown[] = cols.map((_, i) => textArray(g.length, (j) => g[j]!.vals![i]!));
       params.push(...positionParams(g), t.table.name);
       if (soft) params.push(textArray(g.length, (j) => (g[j]!.deletedAt === undefined ? null : String(g[j]!.deletedAt))));
-      // the command tag counts inserted and updated rows: no RETURNING rows to send and parse
-      upserted.push(send(s.upsert(cols), params).then((r) => r.count));
+      if (!g[0]!.partial) {
+        // the command tag counts inserted and updated rows: no RETURNING rows to send and parse
+        upserted.push(send(s.upsert(cols), params).then((r) => r.count));
+        continue;
+      }
+      const partial = s.partialUpsert(cols);
+      upserted.push(
+        send(partial.sql, params).then((r) => {
+          const row = r[0] as unknown as { updated: number; inserted: number; missing: string[] };
+          if (row.missing.length) dead.push(...missingRows(t, g, new Set(row.missing), partial.absentNotNull));
+          return row.updated + row.inserted;
+        }),
+      );
     }
     const sum = (ns: number[]) => ns.reduce((a, b) => a + b, 0);
-    return Promise.all([Promise.all(deleted), Promise.all(upserted)]).then(([d, u]) => ({ table: t.table.name, upsert: sum(u), delete: sum(d), changes: changes.length }));
+    return Promise.all([Promise.all(deleted), Promise.all(upserted)]).then(([d, u]) => ({ table: t.table.name, upsert: sum(u), delete: sum(d), changes: changes.length - dead.length, dead }));
+  }
+
+  /** Dead letters for updates of rows that are not stored and cannot be created without the columns they left out. */
+  function missingRows(t: Target, changes: Change[], keys: Set<string>, absent: string[]): DeadLetter[] {
+    return changes
+      .filter((c) => keys.has(c.keyText))
+      .map((c) => {
+        const error = `row ${c.keyText} is not in ${t.table.name}, and this update left out NOT NULL column(s) ${absent.join(", ")} (unchanged TOAST values): it cannot be inserted`;
+        log.warn("update of a row not stored yet, without its unchanged-TOAST columns; dead-lettered", { table: t.table.name, key: c.keyText, columns: absent });
+        return { coord: c.coord, table: t.table.name, stage: "apply" as const, key: c.raw?.key ?? c.keyText, value: c.raw?.value ?? null, error, code: "TOAST_ROW_MISSING" };
+      });
   }
 
   /** All changes, every table's statements pipelined. */
@@ -187,7 +210,9 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     const rest = [writeDeadLetters(tx, batch.deadLetters), writeCheckpoints(tx, parts)];
     const [f, counts] = await Promise.all([floor, Promise.all([...truncated, applied]).then((cs) => cs.flat()), ...rest]);
     if (f.size) throw new AlreadyApplied(f);
-    return { counts, dead: batch.deadLetters, floor: f };
+    const found = counts.flatMap((c) => c.dead ?? []);
+    if (found.length) await writeDeadLetters(tx, found);
+    return { counts, dead: [...batch.deadLetters, ...found], floor: f };
   }
 
   /** One statement group at a time: skips what another member applied, isolates rejected rows. */
@@ -202,6 +227,7 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     const counts = await Promise.all([...batch.truncates.values()].map((t) => truncate(tx, t)));
     const changes = batch.changes(floor.size ? keep : undefined);
     if (changes.length) counts.push(...(await applyIsolating(tx, changes, dead)));
+    for (const c of counts) if (c.dead) dead.push(...c.dead);
     await writeDeadLetters(tx, dead);
     await writeCheckpoints(tx, parts);
     return { counts, dead, floor };

@@ -14,6 +14,7 @@ const keyAliases = (t: Target) => t.key.map((_, i) => `k${i}`).join(", ");
 /** Statements of one target, cached per column set. */
 export class TargetStatements {
   readonly #upserts = new Map<string, string>();
+  readonly #partials = new Map<string, { sql: string; absentNotNull: string[] }>();
   #delete?: string;
   #tombstoneDelete?: string;
 
@@ -47,6 +48,48 @@ ON CONFLICT (${t.key.map(quoteIdent).join(", ")}) DO UPDATE SET ${updates.join("
 WHERE ${GUARD} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
     this.#upserts.set(sig, q);
     return q;
+  }
+
+  /**
+   * An update that left unchanged-TOAST columns out cannot go through INSERT … ON CONFLICT:
+   * PostgreSQL checks NOT NULL on the proposed row before it looks for the conflict. It updates the
+   * stored row instead (position-guarded, the present columns only). A key not stored yet (and not
+   * deleted later) is inserted when every absent column may be NULL; otherwise it is returned in
+   * `missing`, to be dead-lettered. Parameters as for upsert(); returns one row
+   * (updated, inserted, missing text[]).
+   */
+  partialUpsert(cols: string[]): { sql: string; absentNotNull: string[] } {
+    const sig = cols.join("\u0000");
+    const cached = this.#partials.get(sig);
+    if (cached) return cached;
+    const t = this.target;
+    const n = cols.length;
+    const softCol = softDeleteColumn(t);
+    const present = new Set(cols);
+    const absentNotNull = [...t.columns.values()].filter((c) => !present.has(c) && t.table.columns.get(c)!.notNull);
+    const cast = (c: string, i: number) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`;
+    const keyMatch = t.key.map((k) => `t.${quoteIdent(k)} = ${cast(k, cols.indexOf(k))}`).join(" AND ");
+    const keySet = new Set(t.key);
+    const deletedAt = "CASE WHEN u.deleted_at IS NULL THEN NULL WHEN u.deleted_at > 0 THEN to_timestamp(u.deleted_at / 1000.0) ELSE now() END";
+    const sets = cols.flatMap((c, i) => (keySet.has(c) ? [] : [`${quoteIdent(c)} = ${cast(c, i)}`]));
+    sets.push("_cdc_commit_lsn = u.commit_lsn", "_cdc_lsn = u.lsn", "_cdc_synced_at = now()");
+    if (softCol) sets.push(`${softCol} = ${deletedAt}`);
+    const insert = absentNotNull.length
+      ? ""
+      : `,
+ins AS (INSERT INTO ${t.table.ident} (${cols.map(quoteIdent).join(", ")}, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at${softCol ? `, ${softCol}` : ""})
+  SELECT ${cols.map(cast).join(", ")}, u.commit_lsn, u.lsn, now()${softCol ? `, ${deletedAt}` : ""} FROM absent u
+  ON CONFLICT DO NOTHING RETURNING 1)`;
+    const sql = `WITH u AS (SELECT * FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::int8[], $${n + 2}::int8[], $${n + 3}::text[]${softCol ? `, $${n + 5}::float8[]` : ""})
+  AS u(${cols.map((_, i) => `c${i}`).join(", ")}, commit_lsn, lsn, key_text${softCol ? ", deleted_at" : ""})),
+upd AS (UPDATE ${t.table.ident} t SET ${sets.join(", ")} FROM u WHERE ${keyMatch} AND ${GUARD} < (u.commit_lsn, u.lsn) RETURNING 1),
+absent AS (SELECT u.* FROM u WHERE NOT EXISTS (SELECT 1 FROM ${t.table.ident} t WHERE ${keyMatch})
+  AND NOT EXISTS (SELECT 1 FROM ${this.state}.tombstones tb WHERE tb.tbl = $${n + 4} AND tb.key = u.key_text AND (tb.commit_lsn, tb.lsn) >= (u.commit_lsn, u.lsn)))${insert}
+SELECT (SELECT count(*) FROM upd)::int AS updated, ${absentNotNull.length ? "0" : "(SELECT count(*) FROM ins)::int"} AS inserted,
+  ${absentNotNull.length ? "ARRAY(SELECT key_text FROM absent)" : "'{}'::text[]"} AS missing`;
+    const out = { sql, absentNotNull };
+    this.#partials.set(sig, out);
+    return out;
   }
 
   /**

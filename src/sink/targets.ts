@@ -1,6 +1,7 @@
 // Mappings resolved against the analytics tables they write to.
 import type { Sql } from "postgres";
 import type { Mapping } from "../config.ts";
+import { encodingOf } from "../decode/values.ts";
 import { SchemaError } from "../errors.ts";
 import type { TableInfo, Target } from "../model.ts";
 import { introspectTable, POSITION_COLUMNS, tableProblems } from "./schema.ts";
@@ -20,7 +21,7 @@ export function resolveTarget(mapping: Mapping, table: TableInfo): Target {
   }
   const keyFields = new Map<string, string>();
   for (const k of key) keyFields.set(sourceOf.get(k) ?? k, k);
-  return { mapping, table, key, columns, keyFields, keyIndex: new Map(key.map((k, i) => [k, i])) };
+  return { mapping, table, key, columns, keyFields, keyIndex: new Map(key.map((k, i) => [k, i])), encoding: encodingOf(mapping.debezium) };
 }
 
 /** Introspects every mapped table; throws SchemaError listing every problem found. */
