@@ -46,7 +46,10 @@ fi
 echo "librdkafka: building $version (a minute or two)" >&2
 (
   cd "$src"
-  ./configure --disable-curl --enable-static --no-download >"$work/configure.log" 2>&1 \
+  # SSL, SASL (GSSAPI via Cyrus; SCRAM and OAUTHBEARER built in), zstd and zlib are required, not
+  # just tried: a missing -dev package fails here instead of building a client without them
+  ./configure --disable-curl --enable-static --no-download \
+    --enable-ssl --enable-gssapi --enable-zstd --enable-zlib >"$work/configure.log" 2>&1 \
     || { cat "$work/configure.log" >&2; exit 1; }
   make -j"$(nproc)" libs >"$work/make.log" 2>&1 || { tail -50 "$work/make.log" >&2; exit 1; }
 )
