@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Runs setup, the type check, every bun test, and the addon tests under Node.
+# Runs setup, the type check, every bun test, the addon tests under Node, and the real-stack tier:
+# test/stack/ against Kafka, Kafka Connect with Debezium and PostgreSQL from scripts/stack.sh,
+# started once for the tier and stopped after it (also on failure or Ctrl-C).
+# Arguments are passed to the first `bun test` (a filter); the Node tests and the real-stack tier
+# run only without them.
 # Last line: "N passed, N failed" from the real counts; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,16 +13,34 @@ scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 
 passed=0; failed=0
 log=$(mktemp -d)
+stack_dir=""
+finish() {
+  trap - EXIT INT TERM
+  if [ -n "$stack_dir" ]; then scripts/stack.sh down --dir "$stack_dir" >/dev/null 2>&1; stack_dir=""; fi
+  rm -rf "$log"
+}
+trap finish EXIT
+trap 'echo "interrupted"; exit 130' INT TERM
+
+# bun_counts LOG: adds the pass/fail counts of a bun test run to the totals; sets $skipped
+skipped=0
+bun_counts() {
+  local p f
+  p=$(grep -Eo '^ *[0-9]+ pass$' "$1" | tail -1 | grep -Eo '[0-9]+' || true)
+  f=$(grep -Eo '^ *[0-9]+ fail$' "$1" | tail -1 | grep -Eo '[0-9]+' || true)
+  skipped=$(grep -Eo '^ *[0-9]+ skip$' "$1" | tail -1 | grep -Eo '[0-9]+' || true)
+  skipped=${skipped:-0}
+  if [ -z "$p" ]; then echo "bun test printed no summary"; failed=$((failed+1)); p=0; fi
+  passed=$((passed+p)); failed=$((failed+${f:-0}))
+}
 
 echo "== type check (tsc --noEmit)"
 if tsc --noEmit -p . >"$log/tsc" 2>&1; then passed=$((passed+1)); else cat "$log/tsc"; failed=$((failed+1)); fi
 
 echo "== bun test"
-bun test "$@" 2>&1 | tee "$log/bun"
-p=$(grep -Eo '^ *[0-9]+ pass$' "$log/bun" | tail -1 | grep -Eo '[0-9]+' || true)
-f=$(grep -Eo '^ *[0-9]+ fail$' "$log/bun" | tail -1 | grep -Eo '[0-9]+' || true)
-if [ -z "$p" ]; then echo "bun test printed no summary"; failed=$((failed+1)); p=0; fi
-passed=$((passed+p)); failed=$((failed+${f:-0}))
+# the real-stack tier runs below, on its stack
+env -u STACK_DIR bun test --path-ignore-patterns='test/stack/**' "$@" 2>&1 | tee "$log/bun"
+bun_counts "$log/bun"
 
 if [ $# -eq 0 ]; then
   echo "== addon tests under Node $(node --version)"
@@ -29,8 +51,26 @@ if [ $# -eq 0 ]; then
   nf=$(grep -Eo '^# fail [0-9]+' "$log/node" | grep -Eo '[0-9]+' || true)
   if [ -z "$np" ]; then echo "node --test printed no summary"; failed=$((failed+1)); np=0; fi
   passed=$((passed+np)); failed=$((failed+${nf:-0}))
+
+  echo "== real-stack tests (test/stack: KRaft Kafka, Kafka Connect + Debezium, PostgreSQL)"
+  t0=$(date +%s)
+  stack_dir="${TMPDIR:-/tmp}/cdc-sink-test-stack-$$"
+  if scripts/stack.sh up --dir "$stack_dir" >"$log/stack.env" 2>"$log/stack"; then
+    t1=$(date +%s)
+    echo "stack up in $((t1 - t0)) s ($stack_dir)"
+    STACK_DIR="$stack_dir" bun test ./test/stack/ 2>&1 | tee "$log/stack-bun"
+    bun_counts "$log/stack-bun"
+    # in this tier nothing may be skipped: every test has its stack
+    if [ "$skipped" -gt 0 ]; then echo "real-stack tier: $skipped test(s) skipped"; failed=$((failed+skipped)); fi
+    t2=$(date +%s)
+    scripts/stack.sh down --dir "$stack_dir" >/dev/null 2>&1; stack_dir=""
+    echo "real-stack tier: $(( $(date +%s) - t0 )) s (stack up $((t1 - t0)) s, tests $((t2 - t1)) s, down $(( $(date +%s) - t2 )) s)"
+  else
+    cat "$log/stack"
+    echo "real-stack tier: the stack did not start"
+    failed=$((failed+1)); stack_dir=""
+  fi
 fi
 
-rm -rf "$log"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

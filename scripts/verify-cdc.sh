@@ -38,11 +38,11 @@ step() {
   while :; do
     got=$(q "$ANALYTICS_DB_URL" "$sql" 2>&1)
     if [ "$got" = "$want" ]; then
-      printf 'ok    %-34s %6d ms\n' "$name" $(( $(now_ms) - start ))
+      printf 'ok    %-40s %6d ms\n' "$name" $(( $(now_ms) - start ))
       return 0
     fi
     if [ "$(now_ms)" -ge "$deadline" ]; then
-      printf 'FAIL  %-34s not seen within %s s (analytics says: %s, expected: %s)\n' "$name" "$timeout_s" "${got:-nothing}" "$want"
+      printf 'FAIL  %-40s not seen within %s s (analytics says: %s, expected: %s)\n' "$name" "$timeout_s" "${got:-nothing}" "$want"
       failed=$((failed + 1))
       return 1
     fi

@@ -1,9 +1,9 @@
-// Connector configs checked against Debezium's documented options, the registration script against a
-// local server speaking the Kafka Connect REST API, and, when a real stack is running
-// (scripts/stack.sh up; its env file sourced, so STACK_DIR is set), the shipped connectors against
-// the real Kafka Connect and Debezium: registered, RUNNING, snapshot and stream on the topics.
+// Connector configs checked against Debezium's documented options, and the registration script
+// against a local server speaking the Kafka Connect REST API. The same connectors against the real
+// Kafka Connect and Debezium are the real-stack tier's (test/stack/pipeline.test.ts, run by
+// scripts/test.sh on a stack of its own).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { parseConfig } from "../src/config.ts";
 import { ROOT } from "./support/harness.ts";
 
@@ -183,82 +183,3 @@ test("where the databases and secrets really are is given at registration; the s
   expect(bad.code).toBe(64);
   expect(bad.err).toContain("--db-host wants NAME=HOST:PORT");
 }, 30_000);
-
-// --- the real stack: Kafka, Kafka Connect and Debezium 3.6.1 (scripts/stack.sh) ---
-const stackDir = process.env.STACK_DIR;
-const real = stackDir && existsSync(`${stackDir}/env`) ? test : test.skip;
-const stackEnv = (): Record<string, string> => {
-  const env: Record<string, string> = {};
-  for (const l of readFileSync(`${stackDir}/env`, "utf8").split("\n")) {
-    const m = /^export ([A-Z_]+)='(.*)'$/.exec(l);
-    if (m) env[m[1]!] = m[2]!;
-  }
-  return env;
-};
-
-/** every record of a topic so far: [key, value] as text, value null for a tombstone */
-async function topicRecords(bootstrap: string, topic: string, idleMs = 3000): Promise<Array<[string | null, string | null]>> {
-  const p = Bun.spawn(
-    ["bash", `${ROOT}scripts/stack.sh`, "tool", "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap, "--topic", topic, "--from-beginning",
-      "--timeout-ms", String(idleMs), "--formatter-property", "print.key=true", "--formatter-property", "key.separator=\x1f", "--formatter-property", "null.literal=\x01"],
-    { stdout: "pipe", stderr: "pipe" },
-  );
-  const [out] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return out.split("\n").filter(Boolean).map((l) => {
-    const [k, v] = l.split("\x1f") as [string, string];
-    return [k === "\x01" ? null : k, v === "\x01" ? null : v];
-  });
-}
-
-real("the shipped connectors register on the real Kafka Connect, run, and publish the snapshot and the stream", async () => {
-  const env = stackEnv();
-  const started = performance.now();
-  const p = Bun.spawn(["bash", `${ROOT}scripts/register-connectors.sh`], { stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
-  const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  if (code !== 0) throw new Error(`register-connectors failed: ${out}\n${err}`);
-  expect(out).toContain("ecom-connector RUNNING (1 task(s))");
-  expect(out).toContain("inventory-connector RUNNING (1 task(s))");
-  console.log(`connectors RUNNING ${((performance.now() - started) / 1000).toFixed(1)} s after registration`);
-
-  const { default: postgres } = await import("postgres");
-  const ecom = postgres(env.ECOM_DB_URL!, { max: 1, onnotice: () => {} });
-  try {
-    const ids = (await ecom`SELECT id FROM orders ORDER BY id`).map((r) => Number(r.id));
-    const tag = 900_000_000 + Math.floor(Math.random() * 1_000_000);
-    const id = (await ecom`INSERT INTO orders (customer_id, status, total_amount) VALUES (${tag}, 'pending', 12.34) RETURNING id`)[0]!.id as string;
-    await ecom`UPDATE orders SET status = 'paid' WHERE id = ${id}`;
-    await ecom`DELETE FROM orders WHERE id = ${id}`;
-    const key = JSON.stringify({ id: Number(id) });
-    let recs: Array<[string | null, string | null]> = [];
-    for (let i = 0; i < 20; i++) {
-      recs = await topicRecords(env.BOOTSTRAP_SERVERS!, "ecom-connector.public.orders");
-      if (recs.some(([k, v]) => k === key && v === null)) break;
-    }
-    // the snapshot (or an earlier stream) holds every row that existed
-    const seen = new Set(recs.filter(([, v]) => v !== null).map(([k]) => JSON.parse(k!).id as number));
-    for (const i of ids) expect(seen.has(i)).toBe(true);
-    expect(recs.some(([, v]) => v !== null && JSON.parse(v).op === "r")).toBe(true);
-    // the stream: c, u, d and a tombstone for the new row, in that order, schemaless JSON
-    const mine = recs.filter(([k]) => k === key).map(([, v]) => (v === null ? "tombstone" : (JSON.parse(v) as { op: string }).op));
-    // (Connect delivers at least once: a task restarted by a rebalance re-sends from its last
-    // flushed offset, so the same events may follow again)
-    expect([...new Set(mine)]).toEqual(["c", "u", "d", "tombstone"]);
-    expect(mine.at(-1)).toBe("tombstone");
-    const created = JSON.parse(recs.find(([k, v]) => k === key && v !== null)![1]!);
-    expect(created.after.customer_id).toBe(tag);
-    expect(created.after.total_amount).toBe(12.34); // decimal.handling.mode=double
-    expect(created.source.name).toBe("ecom-connector");
-    expect(created.schema).toBeUndefined(); // schemas.enable=false
-  } finally {
-    await ecom.end();
-  }
-  const inv = await topicRecords(env.BOOTSTRAP_SERVERS!, "inventory-connector.public.inventory");
-  expect(inv.length).toBeGreaterThan(0);
-}, 180_000);
-
-real("Debezium's output still matches the recorded fixtures (scripts/record-fixtures.sh --check)", async () => {
-  const p = Bun.spawn(["bash", `${ROOT}scripts/record-fixtures.sh`, "--check", "--stack-dir", stackDir!], { stdout: "pipe", stderr: "pipe" });
-  const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  if (code !== 0) throw new Error(`record-fixtures --check failed:\n${out}\n${err.slice(-6000)}`);
-  expect(err).toContain("Debezium's output matches the committed fixtures");
-}, 300_000);

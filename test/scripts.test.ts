@@ -40,3 +40,13 @@ test("verify-cdc fails, names the step and cleans up when changes do not arrive"
   expect((await inv`SELECT count(*)::int AS n FROM inventory`)[0]!.n).toBe(0);
   await Promise.all([ecom.end(), inv.end()]);
 }, 60_000);
+
+test("scripts/demo.sh names its modes in --help and rejects an unknown argument before starting anything", async () => {
+  const help = Bun.spawnSync(["bash", `${ROOT}scripts/demo.sh`, "--help"], { stdout: "pipe" });
+  expect(help.exitCode).toBe(0);
+  expect(help.stdout.toString()).toContain("scripts/demo.sh --kafka");
+  expect(help.stdout.toString()).toContain("--once");
+  const bad = Bun.spawnSync(["bash", `${ROOT}scripts/demo.sh`, "--kafak"], { stdout: "pipe", stderr: "pipe" });
+  expect(bad.exitCode).toBe(64);
+  expect(bad.stderr.toString()).toContain("demo: unknown argument --kafak");
+});
