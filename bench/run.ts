@@ -1,4 +1,4 @@
-// bun run bench -- <name>: kafka-consume | kafka-sink | pg-source | upsert-paths. The last line printed is JSON.
+// bun run bench -- <name>: kafka-consume | kafka-sink | pg-source | upsert-paths | rebalance. The last line printed is JSON.
 export {};
 const name = process.argv[2];
 const benches: Record<string, () => Promise<unknown>> = {
@@ -6,6 +6,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   "kafka-sink": () => import("./kafka-sink.ts").then((m) => m.run()),
   "pg-source": () => import("./pg-source.ts").then((m) => m.run()),
   "upsert-paths": () => import("./upsert-paths.ts").then((m) => m.run()),
+  rebalance: () => import("./rebalance.ts").then((m) => m.run()),
 };
 if (!name || !benches[name]) {
   console.error(`usage: bun run bench -- <${Object.keys(benches).join("|")}>`);

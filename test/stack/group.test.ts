@@ -4,7 +4,7 @@
 // (sampled while it runs), so no change was applied out of order.
 // STACK_GROUP_PROTOCOL=consumer runs it with KIP-848's group protocol (default: classic).
 import { expect } from "bun:test";
-import { KafkaConsumer } from "../../src/kafka/native.ts";
+import { KafkaConsumer } from "../../src/kafka/index.ts";
 import {
   connect,
   converge,

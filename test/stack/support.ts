@@ -150,7 +150,7 @@ export interface TopicRecord {
 
 /** Every record of `topics` so far, per topic in partition/offset order (a consumer group of its own). */
 export async function readTopics(bootstrap: string, topics: string[], idleMs = 1500): Promise<Map<string, TopicRecord[]>> {
-  const { KafkaConsumer } = await import("../../src/kafka/native.ts");
+  const { KafkaConsumer } = await import("../../src/kafka/index.ts");
   const c = new KafkaConsumer({ "bootstrap.servers": bootstrap, "group.id": uniqueName("read"), "fetch.wait.max.ms": 10 });
   const got = new Map<string, TopicRecord[]>(topics.map((t) => [t, []]));
   try {
