@@ -7,6 +7,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY package.json package-lock.json ./
+COPY scripts/patch-deps.mjs scripts/
 RUN npm ci --no-audit --no-fund
 # librdkafka built from the npm package's source (its own layer: rebuilt only when the script changes)
 COPY native/librdkafka.sh native/

@@ -3,7 +3,7 @@
 // row-by-row upsert loop on the same machine for comparison. Batch limits are the daemon's defaults;
 // BENCH_EVENTS and BENCH_BATCH (max_events) change the run.
 import postgres from "postgres";
-import { KafkaConsumer, KafkaProducer, MockCluster } from "../src/kafka/native.ts";
+import { KafkaConsumer, KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { analyticsDb, config, sinkToml, startDaemon, TOPICS } from "../test/support/harness.ts";
 import { startCluster } from "../test/support/pg.ts";
 

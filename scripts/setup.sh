@@ -25,5 +25,7 @@ if [ ! -x node_modules/.bin/bun ] || [ package-lock.json -nt node_modules/.packa
   npm ci --no-audit --no-fund --loglevel=error
 fi
 node_modules/.bin/bun --version >/dev/null
+# npm ci runs it as postinstall; again here for a node_modules installed before it existed (idempotent)
+node scripts/patch-deps.mjs
 
 native/build.sh

@@ -14,8 +14,8 @@ CREATE TABLE IF NOT EXISTS fact_orders (
   currency         text,
   created_at       timestamptz,
   updated_at       timestamptz,
-  _cdc_commit_lsn  bigint,
-  _cdc_lsn         bigint,
+  _cdc_commit_lsn  numeric(20,0),
+  _cdc_lsn         numeric(20,0),
   _cdc_synced_at   timestamptz,
   _cdc_deleted_at  timestamptz
 );
@@ -27,8 +27,8 @@ CREATE TABLE IF NOT EXISTS fact_order_items (
   quantity         integer,
   unit_price       numeric(12,2),
   created_at       timestamptz,
-  _cdc_commit_lsn  bigint,
-  _cdc_lsn         bigint,
+  _cdc_commit_lsn  numeric(20,0),
+  _cdc_lsn         numeric(20,0),
   _cdc_synced_at   timestamptz,
   _cdc_deleted_at  timestamptz
 );
@@ -46,8 +46,8 @@ CREATE TABLE IF NOT EXISTS dim_books (
   attributes       jsonb,
   created_at       timestamptz,
   updated_at       timestamptz,
-  _cdc_commit_lsn  bigint,
-  _cdc_lsn         bigint,
+  _cdc_commit_lsn  numeric(20,0),
+  _cdc_lsn         numeric(20,0),
   _cdc_synced_at   timestamptz,
   _cdc_deleted_at  timestamptz
 );
@@ -58,8 +58,8 @@ CREATE TABLE IF NOT EXISTS fact_inventory (
   reserved         integer,
   warehouse        text,
   updated_at       timestamptz,
-  _cdc_commit_lsn  bigint,
-  _cdc_lsn         bigint,
+  _cdc_commit_lsn  numeric(20,0),
+  _cdc_lsn         numeric(20,0),
   _cdc_synced_at   timestamptz,
   _cdc_deleted_at  timestamptz
 );

@@ -42,7 +42,13 @@ export class Backoff {
  */
 export async function retry<T>(
   fn: (attempt: number) => Promise<T>,
-  opts: { policy: RetryPolicy; signal?: AbortSignal; onError(e: unknown, attempt: number, waitMs: number): void },
+  opts: {
+    policy: RetryPolicy;
+    signal?: AbortSignal;
+    onError(e: unknown, attempt: number, waitMs: number): void;
+    /** ends a wait early: the dependency is back */
+    wake?: () => Promise<void>;
+  },
 ): Promise<T> {
   const backoff = new Backoff(opts.policy);
   for (let attempt = 1; ; attempt++) {
@@ -53,7 +59,7 @@ export async function retry<T>(
       if (e instanceof Stopped) throw e;
       const wait = backoff.next();
       opts.onError(e, attempt, wait);
-      await sleep(wait, opts.signal);
+      await (opts.wake ? Promise.race([sleep(wait, opts.signal), opts.wake()]) : sleep(wait, opts.signal));
     }
   }
 }

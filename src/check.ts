@@ -4,7 +4,7 @@
 import type { Config } from "./config.ts";
 import { decodingContract } from "./decode/contract.ts";
 import { errorInfo, SchemaError } from "./errors.ts";
-import { KafkaConsumer } from "./kafka/native.ts";
+import { KafkaConsumer, librdkafkaFeatures, librdkafkaVersion } from "./kafka/index.ts";
 import { openAnalytics } from "./sink/database.ts";
 import { loadTargets } from "./sink/targets.ts";
 import { consumerProperties } from "./sources/kafka.ts";
@@ -15,9 +15,24 @@ export interface Finding {
   text: string;
 }
 
+/** Configured features librdkafka was built without (a SASL mechanism, TLS, a compression codec). */
+export function missingFeatures(props: Record<string, unknown>, builtIn: string[]): string[] {
+  const need = new Set<string>();
+  const mech = String(props["sasl.mechanisms"] ?? props["sasl.mechanism"] ?? "").toUpperCase();
+  if (mech) need.add(mech === "GSSAPI" ? "sasl_gssapi" : mech === "PLAIN" ? "sasl_plain" : mech.startsWith("SCRAM") ? "sasl_scram" : mech === "OAUTHBEARER" ? "sasl_oauthbearer" : `sasl (${mech})`);
+  const protocol = String(props["security.protocol"] ?? "").toLowerCase();
+  if (protocol.includes("ssl")) need.add("ssl");
+  if (protocol.includes("sasl")) need.add("sasl");
+  const codec = String(props["compression.codec"] ?? props["compression.type"] ?? "").toLowerCase();
+  if (codec && codec !== "none" && codec !== "inherit") need.add(codec);
+  return [...need].filter((f) => !builtIn.includes(f));
+}
+
 async function kafkaPreflight(config: Config): Promise<Finding[]> {
   const kafka = config.kafka!;
   const out: Finding[] = [];
+  for (const f of missingFeatures(kafka.properties, librdkafkaFeatures()))
+    out.push({ level: "warn", text: `librdkafka ${librdkafkaVersion()} is built without ${f}, which [kafka.properties] needs` });
   const c = new KafkaConsumer({ ...consumerProperties(kafka), "socket.timeout.ms": 5000 });
   try {
     const topics = new Map((await c.listTopics(5000)).map((t) => [t.topic, t]));

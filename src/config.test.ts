@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { findLine, parseConfig } from "./config.ts";
+import { environmentKeys, findLine, parseConfig } from "./config.ts";
 import { DEBEZIUM_DEFAULTS } from "./decode/values.ts";
 import { tempDir } from "../test/support/cleanup.ts";
 
@@ -82,4 +82,53 @@ test("sink.toml reads values the way the shipped connectors encode them", () => 
     for (const m of r.config.mappings.filter((m) => m.topic!.startsWith(`${prefix}.`)))
       for (const k of modes) expect({ topic: m.topic, k, v: (m.debezium as Record<string, string>)[k] ?? DEBEZIUM_DEFAULTS[k as keyof typeof DEBEZIUM_DEFAULTS] }).toEqual({ topic: m.topic, k, v: connector[k] ?? DEBEZIUM_DEFAULTS[k as keyof typeof DEBEZIUM_DEFAULTS] });
   }
+});
+
+test("environment overrides reach every key: array entries by index, librdkafka properties, [debezium]; unknown names are reported", () => {
+  const r = parseConfig(example, {
+    env: {
+      CDC_SINK_MAPPINGS_1_TABLE: "other_items",
+      CDC_SINK_MAPPINGS_0_DEBEZIUM_DECIMAL_HANDLING_MODE: "string",
+      CDC_SINK_KAFKA_PROPERTIES_FETCH_WAIT_MAX_MS: "20",
+      CDC_SINK_DEBEZIUM_TIME_PRECISION_MODE: "connect",
+      CDC_SINK_DEAD_LETTERS_MAX_VALUE_BYTES: "4096",
+      CDC_SINK_POSTGRES_PASSWORD_FILE: join(secretDir, "password"),
+    },
+  });
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  expect(r.config.mappings[1]!.table).toBe("other_items");
+  expect(r.config.mappings[0]!.debezium!["decimal.handling.mode"]).toBe("string");
+  expect(r.config.mappings[0]!.debezium!["time.precision.mode"]).toBe("connect");
+  expect(r.config.kafka!.properties["fetch.wait.max.ms"]).toBe(20);
+  expect(r.config.dead_letters.max_value_bytes).toBe(4096);
+  expect(r.config.postgres.password).toBe("s3cret");
+  const bad = parseConfig(withSecret, { env: { CDC_SINK_MAPPINGS_X_TABLE: "t", CDC_SINK_KAFKA_NOPE: "1" } });
+  expect(!bad.ok && bad.issues.map((i) => i.key).sort()).toEqual(["CDC_SINK_KAFKA_NOPE", "CDC_SINK_MAPPINGS_X_TABLE"]);
+  const names = environmentKeys().map(([, env]) => env);
+  expect(names).toContain("CDC_SINK_MAPPINGS_N_TABLE");
+  expect(names).toContain("CDC_SINK_POSTGRES_SOURCES_N_PASSWORD");
+  expect(names).toContain("CDC_SINK_KAFKA_PROPERTIES_<PROPERTY>");
+});
+
+test("a value and its _file both set, and a listen address that cannot be, are errors naming the key", () => {
+  const both = parseConfig(withSecret.replace("password_file =", 'password = "x"\npassword_file ='));
+  expect(!both.ok && both.issues.map((i) => [i.key, i.message])).toEqual([["postgres.password_file", "both password and password_file are set: keep one"]]);
+  for (const listen of ["999.1.1.1:99", "0.0.0.0:99999", "nohost", "a b:80"]) {
+    const r = parseConfig(withSecret.replace('listen = "0.0.0.0:8080"', `listen = "${listen}"`));
+    expect(!r.ok && r.issues.map((i) => i.key)).toEqual(["http.listen"]);
+  }
+  for (const listen of ["127.0.0.1:0", "[::]:8080", "localhost:9090", ":8080"]) expect(parseConfig(withSecret.replace('listen = "0.0.0.0:8080"', `listen = "${listen}"`)).ok).toBe(true);
+  // offline validation without the secret files: they are not read
+  expect(parseConfig(example, { readFiles: false }).ok).toBe(true);
+});
+
+test("librdkafka properties are checked offline: unknown ones and bad values name their key; command-running ones need an explicit allow", () => {
+  const withProps = (props: string, extra = "") => withSecret.replace('"fetch.wait.max.ms" = 100', `"fetch.wait.max.ms" = 100\n${props}`).replace("[kafka.properties]", `${extra}\n[kafka.properties]`);
+  const r = parseConfig(withProps('"fetch.wiat.max.ms" = 10\n"fetch.queue.backoff.ms" = "soon"\n"sasl.kerberos.kinit.cmd" = "touch /tmp/x"'));
+  expect(!r.ok && r.issues.map((i) => [i.key, i.message.slice(0, 40)])).toEqual([
+    ["kafka.properties.sasl.kerberos.kinit.cmd", "runs commands or loads code: refused unl"],
+    ["kafka.properties.fetch.wiat.max.ms", "not a librdkafka property"],
+    ["kafka.properties.fetch.queue.backoff.ms", 'Invalid value for configuration property'],
+  ]);
+  expect(parseConfig(withProps('"sasl.kerberos.kinit.cmd" = "kinit -k"', 'allow_unsafe_kafka_properties = ["sasl.kerberos.kinit.cmd"]')).ok).toBe(true);
 });

@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseToml } from "smol-toml";
 import * as v from "valibot";
 import { ConfigError } from "./errors.ts";
+import { propertyProblems } from "./kafka/index.ts";
 
 const positiveInt = (d: number) => v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), d);
 
@@ -17,7 +18,21 @@ const KafkaSchema = v.strictObject({
   fetch_max_messages: positiveInt(5000),
   /** commit applied offsets to Kafka too (for lag tooling); the checkpoint table stays the truth */
   commit_offsets: v.optional(v.boolean(), true),
+  /** properties that run commands or load code (sasl.kerberos.kinit.cmd, ssl.engine.location, plugin.library.paths, ssl.providers) are refused unless named here */
+  allow_unsafe_kafka_properties: v.optional(v.array(v.string()), []),
 });
+
+/** host:port to listen on: an IPv4 address, [IPv6] or a host name, and a port 0-65535 (0: any free one). */
+const ListenSchema = v.pipe(
+  v.string(),
+  v.check((s) => {
+    const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s);
+    if (!m || Number(m[3]) > 65535) return false;
+    const host = m[1] ?? m[2]!;
+    if (/^[\d.]+$/.test(host)) return host.split(".").length === 4 && host.split(".").every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255);
+    return m[1] !== undefined || /^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$/.test(host) || host === "";
+  }, "must be host:port with a valid address and a port from 0 to 65535 (e.g. 0.0.0.0:8080, [::]:8080)"),
+);
 
 /** A PostgreSQL connection: url, or parts; password from password_file. */
 const ConnectionEntries = {
@@ -28,7 +43,7 @@ const ConnectionEntries = {
   user: v.optional(v.string()),
   password: v.optional(v.string()),
   /** connect timeout in seconds */
-  connect_timeout: v.optional(v.number(), 10),
+  connect_timeout: v.optional(v.pipe(v.number(), v.minValue(0.1)), 3),
 };
 const needsUrlOrHost = <T extends { url?: string; host?: string }>() => v.check<T, string>((c) => Boolean(c.url || c.host), "needs url or host");
 
@@ -121,12 +136,14 @@ export const ConfigSchema = v.pipe(
       v.strictObject({ initial_ms: positiveInt(100), max_ms: positiveInt(30_000) }),
       { initial_ms: 100, max_ms: 30_000 },
     ),
-    http: v.optional(v.strictObject({ listen: v.optional(v.string(), "0.0.0.0:8080"), enabled: v.optional(v.boolean(), true) }), {
+    http: v.optional(v.strictObject({ listen: v.optional(ListenSchema, "0.0.0.0:8080"), enabled: v.optional(v.boolean(), true) }), {
       listen: "0.0.0.0:8080",
       enabled: true,
     }),
     log: v.optional(v.strictObject({ level: v.optional(v.picklist(["debug", "info", "warn", "error"]), "info") }), { level: "info" }),
     debezium: v.optional(DebeziumSchema, {}),
+    /** dead letters keep a record's bytes up to this size; beyond it: size, SHA-256 and the first 1 KiB */
+    dead_letters: v.optional(v.strictObject({ max_value_bytes: positiveInt(1 << 20) }), { max_value_bytes: 1 << 20 }),
     mappings: v.pipe(v.array(MappingSchema), v.minLength(1, "needs at least one [[mappings]] entry")),
   }),
   v.forward(
@@ -151,58 +168,130 @@ export interface ConfigIssue {
 export const formatIssue = (i: ConfigIssue) => `${i.key}${i.line ? ` (line ${i.line})` : ""}: ${i.message}`;
 
 type Obj = Record<string, unknown>;
+/** what a x_file value reads as when files are not read (offline validation) */
+const FILE_PLACEHOLDER = "(from ";
 
-/** CDC_SINK_KAFKA_GROUP_ID=x sets kafka.group_id; values are read as TOML values when they parse as one. */
+type SchemaNode = { type: string; entries?: Record<string, SchemaNode>; wrapped?: SchemaNode; pipe?: SchemaNode[]; item?: SchemaNode; key?: SchemaNode; value?: SchemaNode };
+
+/** The object, array or record schema under optional() and pipe() wrappers. */
+function shape(node: SchemaNode): SchemaNode {
+  if (node.type === "optional" && node.wrapped) return shape(node.wrapped);
+  if (node.pipe && node.pipe[0] !== node) return shape(node.pipe[0]!);
+  return node;
+}
+
+/** A key's environment spelling: upper case, dots and dashes as underscores. */
+const envName = (key: string) => key.toUpperCase().replace(/[.-]/g, "_");
+
+/**
+ * Every overridable key, as [path, environment variable]: sections and their keys, array entries
+ * by index (shown as `0`), record keys (librdkafka properties) with dots as underscores.
+ */
+export function environmentKeys(): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const walk = (node: SchemaNode, path: string, env: string) => {
+    const n = shape(node);
+    if (n.type === "array" && n.item) return walk(n.item, `${path}[N]`, `${env}_N`);
+    if (n.type === "record") return void out.push([`${path}.<property>`, `${env}_<PROPERTY>`]);
+    if (!n.entries) return void out.push([path, env]);
+    for (const [k, child] of Object.entries(n.entries)) walk(child, path ? `${path}.${k}` : k, `${env}_${envName(k)}`);
+  };
+  walk(ConfigSchema as unknown as SchemaNode, "", "CDC_SINK");
+  return out;
+}
+
+/**
+ * CDC_SINK_<SECTION>_<KEY>=value sets any key: CDC_SINK_KAFKA_GROUP_ID, CDC_SINK_MAPPINGS_0_TABLE,
+ * CDC_SINK_POSTGRES_SOURCES_1_PASSWORD_FILE, CDC_SINK_KAFKA_PROPERTIES_FETCH_WAIT_MAX_MS (a
+ * property's dots as underscores), CDC_SINK_DEBEZIUM_DECIMAL_HANDLING_MODE. The name is matched
+ * against the schema, so keys with underscores need no escaping. Values are read as TOML values
+ * when they parse as one, else as strings.
+ */
 function applyEnv(raw: Obj, env: Record<string, string | undefined>, issues: ConfigIssue[]): void {
-  const sections = ["source", "kafka", "postgres", "batch", "retry", "http", "log", "debezium"];
   for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith("CDC_SINK_") || value === undefined) continue;
-    const rest = name.slice(9).toLowerCase();
-    const section = sections.find((s) => rest.startsWith(s + "_"));
-    if (!section) {
-      if (!["CDC_SINK_CONFIG"].includes(name)) issues.push({ key: name, message: `unknown environment override (sections: ${sections.join(", ")})` });
-      continue;
-    }
-    // the [debezium] keys are the connector's dotted names: CDC_SINK_DEBEZIUM_TIME_PRECISION_MODE
-    const key = section === "debezium" ? rest.slice(section.length + 1).replaceAll("_", ".") : rest.slice(section.length + 1);
+    if (!name.startsWith("CDC_SINK_") || value === undefined || name === "CDC_SINK_CONFIG") continue;
     let parsed: unknown = value;
     try {
       parsed = (parseToml(`v = ${value}`) as Obj).v;
     } catch {
       /* a plain string */
     }
-    const target = ((raw[section] as Obj | undefined) ??= {}) as Obj;
-    target[key] = parsed;
+    if (!setByEnv(raw, ConfigSchema as unknown as SchemaNode, name.slice(9).split("_"), parsed))
+      issues.push({ key: name, message: "unknown environment override (cdc-sink --help lists them)" });
   }
 }
 
-/** Replaces every `x_file = "/path"` by `x = <file contents>` (Kubernetes Secret mounts). */
-function readSecretFiles(node: unknown, path: string, issues: ConfigIssue[]): void {
-  if (Array.isArray(node)) return node.forEach((n, i) => readSecretFiles(n, `${path}[${i}]`, issues));
+function setByEnv(target: Obj | unknown[], node: SchemaNode, tokens: string[], value: unknown): boolean {
+  const n = shape(node);
+  if (n.type === "array" && n.item) {
+    const index = Number(tokens[0]);
+    if (!/^\d+$/.test(tokens[0] ?? "") || tokens.length < 2) return false;
+    const arr = target as unknown[];
+    return setByEnv((arr[index] ??= {}) as Obj, n.item, tokens.slice(1), value);
+  }
+  const o = target as Obj;
+  if (n.type === "record") {
+    // librdkafka property names are dotted lower case
+    if (!tokens.length) return false;
+    o[tokens.join(".").toLowerCase()] = value;
+    return true;
+  }
+  if (!n.entries) return false;
+  // the longest entry whose spelling matches the leading tokens
+  for (let take = tokens.length; take > 0; take--) {
+    const spelled = tokens.slice(0, take).join("_");
+    const key = Object.keys(n.entries).find((k) => envName(k) === spelled);
+    if (!key) continue;
+    const child = shape(n.entries[key]!);
+    const leaf = !child.entries && child.type !== "array" && child.type !== "record";
+    if (take === tokens.length) {
+      if (!leaf) return false;
+      o[key] = value;
+      return true;
+    }
+    // x_file: the value comes from that file
+    if (leaf && take === tokens.length - 1 && tokens[take] === "FILE") {
+      o[`${key}_file`] = value;
+      return true;
+    }
+    const container = child.type === "array" ? ((o[key] as unknown[] | undefined) ??= []) : ((o[key] as Obj | undefined) ??= {});
+    if (setByEnv(container, n.entries[key]!, tokens.slice(take), value)) return true;
+  }
+  return false;
+}
+
+/**
+ * Replaces every `x_file = "/path"` by `x = <file contents>` (Kubernetes Secret mounts). With
+ * `read` false (offline validation without the secrets) the value stands in as a placeholder.
+ */
+function readSecretFiles(node: unknown, path: string, issues: ConfigIssue[], read: boolean): void {
+  if (Array.isArray(node)) return node.forEach((n, i) => readSecretFiles(n, `${path}[${i}]`, issues, read));
   if (!node || typeof node !== "object") return;
   const o = node as Obj;
+  const load = (file: string, key: string): string | undefined => {
+    if (!read) return `${FILE_PLACEHOLDER}${file})`;
+    try {
+      return readFileSync(file, "utf8").replace(/\r?\n$/, "");
+    } catch (e) {
+      issues.push({ key, message: `cannot read secret file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+    }
+  };
   for (const k of Object.keys(o)) {
     const p = path ? `${path}.${k}` : k;
     if (k.endsWith("_file") && typeof o[k] === "string") {
       const target = k.slice(0, -5);
-      try {
-        o[target] = readFileSync(o[k] as string, "utf8").replace(/\r?\n$/, "");
-      } catch (e) {
-        issues.push({ key: p, message: `cannot read secret file ${o[k]}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
-      }
+      if (o[target] !== undefined) issues.push({ key: p, message: `both ${target} and ${k} are set: keep one` });
+      else o[target] = load(o[k] as string, p);
       delete o[k];
     } else if (k === "properties_files" && o[k] && typeof o[k] === "object") {
       const props = ((o.properties as Obj | undefined) ??= {}) as Obj;
       for (const [prop, file] of Object.entries(o[k] as Obj)) {
-        try {
-          props[prop] = readFileSync(String(file), "utf8").replace(/\r?\n$/, "");
-        } catch (e) {
-          issues.push({ key: `${p}.${prop}`, message: `cannot read secret file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
-        }
+        if (props[prop] !== undefined) issues.push({ key: `${p}.${prop}`, message: `property ${prop} is set in properties and in properties_files: keep one` });
+        else props[prop] = load(String(file), `${p}.${prop}`);
       }
       delete o[k];
     } else {
-      readSecretFiles(o[k], p, issues);
+      readSecretFiles(o[k], p, issues, read);
     }
   }
 }
@@ -246,7 +335,7 @@ function issuePath(issue: v.BaseIssue<unknown>): string {
 /** Parses and validates config text; never throws for bad input, returns every problem instead. */
 export function parseConfig(
   text: string,
-  opts: { file?: string; env?: Record<string, string | undefined> } = {},
+  opts: { file?: string; env?: Record<string, string | undefined>; readFiles?: boolean } = {},
 ): { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] } {
   let raw: Obj;
   try {
@@ -257,7 +346,7 @@ export function parseConfig(
   }
   const issues: ConfigIssue[] = [];
   applyEnv(raw, opts.env ?? {}, issues);
-  readSecretFiles(raw, "", issues);
+  readSecretFiles(raw, "", issues, opts.readFiles ?? true);
   const r = v.safeParse(ConfigSchema, raw);
   if (!r.success) {
     for (const i of r.issues) {
@@ -277,6 +366,11 @@ export function parseConfig(
 function crossCheck(c: Config, text: string): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   const add = (key: string, message: string) => out.push({ key, message, line: findLine(text, key) });
+  if (c.kafka) {
+    // what librdkafka would refuse at start, found offline (a value read from a file is checked only when read)
+    const props = Object.fromEntries(Object.entries(c.kafka.properties).filter(([, v]) => !(typeof v === "string" && v.startsWith(FILE_PLACEHOLDER))));
+    for (const [prop, problem] of propertyProblems(props, c.kafka.allow_unsafe_kafka_properties)) add(`kafka.properties.${prop}`, problem);
+  }
   const sources = new Set(c.postgres_sources.map((s) => s.name));
   const seen = new Set<string>();
   c.mappings.forEach((m, i) => {
@@ -294,14 +388,14 @@ function crossCheck(c: Config, text: string): ConfigIssue[] {
   return out;
 }
 
-export function loadConfig(file: string, env: Record<string, string | undefined> = process.env): Config {
+export function loadConfig(file: string, env: Record<string, string | undefined> = process.env, opts: { readFiles?: boolean } = {}): Config {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (e) {
     throw new ConfigError(file, [{ key: "(file)", message: `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }]);
   }
-  const r = parseConfig(text, { file, env });
+  const r = parseConfig(text, { file, env, readFiles: opts.readFiles });
   if (!r.ok) throw new ConfigError(file, r.issues);
   return r.config;
 }

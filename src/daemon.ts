@@ -12,7 +12,7 @@ import { createMetrics, type Metrics } from "./metrics.ts";
 import type { Target } from "./model.ts";
 import { createPipeline, type Pipeline, type RecordSet, type Source, type Decoder } from "./pipeline.ts";
 import { createSink } from "./sink/apply.ts";
-import { openAnalytics } from "./sink/database.ts";
+import { createDatabaseHealth, openAnalytics } from "./sink/database.ts";
 import { createCheckpointStore, ensureStateTables } from "./sink/state.ts";
 import { loadTargets } from "./sink/targets.ts";
 import { createKafkaSource, kafkaStream } from "./sources/kafka.ts";
@@ -41,16 +41,10 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
   const policy = { initialMs: config.retry.initial_ms, maxMs: config.retry.max_ms };
   const stopping = new AbortController();
   let lastBeat = Date.now();
-  let dbError: unknown;
+  const database = createDatabaseHealth(config.postgres, metrics, log);
   let source: { status(): { ready: boolean; reason?: string; fatal?: string } } | undefined;
   let pipeline: Pipeline | undefined;
   let port = 0;
-
-  function databaseReason(): string | undefined {
-    const e = pipeline?.lastError ?? dbError;
-    if (metrics.dbUp.value() === 1 && !e) return undefined;
-    return `analytics database not reachable${e ? ` (${causeOf(e)}): ${errorInfo(e).error}` : ""}`;
-  }
 
   function readiness(): string[] {
     const r: string[] = [];
@@ -58,7 +52,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
     const s = source?.status();
     if (!s) r.push("starting");
     else if (!s.ready) r.push(s.reason ?? "source not connected");
-    const db = databaseReason();
+    const db = database.reason();
     if (db) r.push(db);
     return r;
   }
@@ -76,17 +70,17 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
       async () => {
         await ensureStateTables(sql, config.postgres.state_schema);
         const targets = await loadTargets(sql, config.mappings);
-        dbError = undefined;
-        metrics.dbUp.set({}, 1);
+        database.ok();
         return targets;
       },
       {
         policy,
         signal: stopping.signal,
+        wake: () => database.up(),
         onError(e, attempt, waitMs) {
           if (e instanceof SchemaError) throw e;
-          dbError = e;
-          metrics.dbUp.set({}, 0);
+          // before the first answer every failure counts as the database being unusable
+          database.failed(e, true);
           metrics.retries.inc({ stage: "apply" });
           metrics.errors.inc({ stage: "apply", code: errorCode(e) });
           lastBeat = Date.now();
@@ -101,7 +95,8 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
     return createPipeline({
       source: s,
       decoder,
-      sink: createSink({ sql, stateSchema: config.postgres.state_schema, metrics, log }),
+      database,
+      sink: createSink({ sql, stateSchema: config.postgres.state_schema, metrics, log, maxValueBytes: config.dead_letters.max_value_bytes }),
       limits: { maxEvents: config.batch.max_events, maxBytes: config.batch.max_bytes, maxLatencyMs: config.batch.max_latency_ms },
       retry: policy,
       metrics,
@@ -122,7 +117,8 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
         onConsumed,
         onDeadLetter: (d) => {
           metrics.errors.inc({ stage: "decode", code: d.code });
-          log.warn("event cannot be decoded; dead-lettered", d);
+          // the error can quote the value: it stays in the dead-letter table, out of the logs
+          log.warn("event cannot be decoded; dead-lettered", { topic: d.topic, partition: d.partition, offset: d.offset, code: d.code });
         },
         onUnknownFields: (fields) => log.warn("source fields with no analytics column are ignored", { fields }),
       });
@@ -150,8 +146,15 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
       pipeline?.stop();
     },
     async run(): Promise<number> {
+      let http: Awaited<ReturnType<typeof serve>> | undefined;
+      try {
+        if (config.http.enabled) http = await serve(createHttpApp({ metrics: () => metrics.registry.render(), liveness, readiness }), config.http.listen);
+      } catch (e) {
+        log.error(`http.listen ${config.http.listen}: cannot listen`, errorInfo(e));
+        return EXIT.CONFIG;
+      }
       const sql = openAnalytics(config.postgres);
-      const http = config.http.enabled ? await serve(createHttpApp({ metrics: () => metrics.registry.render(), liveness, readiness }), config.http.listen) : undefined;
+      database.watch(sql);
       port = http?.port ?? 0;
       if (http) log.info("http listening", { listen: config.http.listen, port });
       try {
@@ -178,6 +181,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
         log.info("stopped cleanly");
         return EXIT.OK;
       } finally {
+        database.close();
         await http?.close();
         await sql.end({ timeout: 5 });
       }

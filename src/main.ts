@@ -3,10 +3,10 @@
 import { parseArgs } from "node:util";
 import pkg from "../package.json" with { type: "json" };
 import { check } from "./check.ts";
-import { type Config, formatIssue, loadConfig } from "./config.ts";
+import { type Config, environmentKeys, formatIssue, loadConfig } from "./config.ts";
 import { createDaemon, EXIT } from "./daemon.ts";
 import { ConfigError, errorInfo } from "./errors.ts";
-import { librdkafkaVersion } from "./kafka/native.ts";
+import { librdkafkaFeatures, librdkafkaVersion } from "./kafka/index.ts";
 import { createLogger } from "./log.ts";
 
 /** A second signal, or a shutdown longer than this, exits at once. */
@@ -23,19 +23,25 @@ Commands:
   check      online preflight: broker, topics, tables, keys and columns
 Options:
   --config F   config file (or CDC_SINK_CONFIG)
-  --version    print the version
+  --version    print the version and librdkafka's
   --help       this text, or "cdc-sink <command> --help"
 
-Exit codes: 0 ok, 1 runtime failure, 64 usage error, 78 configuration error.`,
+Exit codes: 0 ok, 1 runtime failure, 64 usage error, 78 configuration error.
+
+Every key can be set from the environment (values read as TOML values); "cdc-sink help env"
+lists them all, e.g. CDC_SINK_POSTGRES_URL, CDC_SINK_MAPPINGS_0_TABLE,
+CDC_SINK_KAFKA_PROPERTIES_FETCH_WAIT_MAX_MS. Any key x may be given as x_file (a file's content).`,
   run: `Usage: cdc-sink run --config sink.toml
 
 Replicates until SIGTERM/SIGINT: finishes the batch in flight, checkpoints it, leaves the
 consumer group and exits 0 (within 25 s; a second signal exits at once).
 Serves /metrics, /healthz and /readyz on [http] listen (default 0.0.0.0:8080).`,
-  validate: `Usage: cdc-sink validate --config sink.toml
+  validate: `Usage: cdc-sink validate --config sink.toml [--check-files]
 
-Parses and validates the config (environment overrides and secret files included) without
-connecting anywhere. Exit 0 when valid, 78 with one line per problem naming its key and line.`,
+Parses and validates the config (environment overrides and librdkafka properties included)
+without connecting anywhere. Files named by x_file keys are read only with --check-files, so a
+production config validates without its secrets. Exit 0 when valid, 78 with one line per problem
+naming its key and line.`,
   check: `Usage: cdc-sink check --config sink.toml
 
 Connects to every endpoint: the Kafka brokers (each mapped topic must exist), each PostgreSQL
@@ -44,13 +50,15 @@ source (wal_level, privileges, replica identity, slot and publication) and the a
 Exit 0 when everything is in place, 1 listing what is wrong and how to fix it.`,
 };
 
-const COMMANDS = ["run", "validate", "check"];
+const COMMANDS = ["run", "validate", "check", "help"];
 
 interface Args {
   command: string;
   config?: string;
   help: boolean;
   version: boolean;
+  checkFiles: boolean;
+  topic?: string;
 }
 
 function args(argv: string[]): Args | string {
@@ -59,25 +67,30 @@ function args(argv: string[]): Args | string {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" }, version: { type: "boolean", short: "v" } },
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "v" },
+        "check-files": { type: "boolean" },
+      },
     });
   } catch (e) {
     return (e as Error).message;
   }
   const [command = "run", ...extra] = parsed.positionals;
   if (!COMMANDS.includes(command)) return `unknown command ${command}`;
-  if (extra.length) return `unexpected argument ${extra[0]}`;
-  return { command, config: parsed.values.config, help: parsed.values.help ?? false, version: parsed.values.version ?? false };
+  if (extra.length > (command === "help" ? 1 : 0)) return `unexpected argument ${extra[command === "help" ? 1 : 0]}`;
+  return { command, config: parsed.values.config, help: parsed.values.help ?? false, version: parsed.values.version ?? false, checkFiles: parsed.values["check-files"] ?? false, topic: extra[0] };
 }
 
-function configOrExit(file: string | undefined, print: (s: string) => void): Config | number {
+function configOrExit(file: string | undefined, print: (s: string) => void, readFiles = true): Config | number {
   const path = file ?? process.env.CDC_SINK_CONFIG;
   if (!path) {
     print("error: --config is required (or set CDC_SINK_CONFIG)");
     return EXIT.USAGE;
   }
   try {
-    return loadConfig(path);
+    return loadConfig(path, process.env, { readFiles });
   } catch (e) {
     if (e instanceof ConfigError) {
       print(`${e.file}: invalid configuration`);
@@ -119,14 +132,19 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.USAGE;
   }
   if (a.version) {
-    out(`cdc-sink ${pkg.version} (librdkafka ${librdkafkaVersion()})`);
+    out(`cdc-sink ${pkg.version}\nlibrdkafka ${librdkafkaVersion()} (${librdkafkaFeatures().join(", ")})`);
     return EXIT.OK;
   }
-  if (a.help) {
-    out(HELP[argv.some((x) => COMMANDS.includes(x)) ? a.command : "main"]!);
+  if (a.command === "help" && a.topic === "env") {
+    out("Environment overrides (N: the index of an [[array]] entry; <PROPERTY>: a key with dots as underscores):");
+    for (const [path, env] of environmentKeys()) out(`  ${env.padEnd(52)} ${path}`);
     return EXIT.OK;
   }
-  const config = configOrExit(a.config, err);
+  if (a.help || a.command === "help") {
+    out(HELP[a.command === "help" ? (a.topic && a.topic in HELP ? a.topic : "main") : argv.some((x) => COMMANDS.includes(x)) ? a.command : "main"]!);
+    return EXIT.OK;
+  }
+  const config = configOrExit(a.config, err, a.command !== "validate" || a.checkFiles);
   if (typeof config === "number") return config;
   if (a.command === "validate") {
     out(`${a.config ?? process.env.CDC_SINK_CONFIG}: valid (${config.mappings.length} mappings, source ${config.source.kind})`);

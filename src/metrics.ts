@@ -146,12 +146,14 @@ export function createMetrics() {
     applyDuration: r.register(new Histogram("cdc_sink_apply_duration_seconds", "Time to apply and commit one batch.", LATENCY_BUCKETS)),
     endToEndLag: r.register(new Histogram("cdc_sink_end_to_end_lag_seconds", "Analytics commit time minus source commit time, per event.", LATENCY_BUCKETS)),
     consumerLag: r.register(new Gauge("cdc_sink_consumer_lag_messages", "Kafka consumer lag per partition (librdkafka statistics).", ["topic", "partition"])),
+    standby: r.register(new Gauge("cdc_sink_standby", "1 while this instance waits for a replication slot another instance streams from.", ["slot"])),
     walRetained: r.register(new Gauge("cdc_sink_replication_slot_retained_wal_bytes", "WAL retained by the replication slot.", ["slot"])),
     lastCheckpoint: r.register(new Gauge("cdc_sink_last_checkpoint_timestamp_seconds", "Unix time of the last committed checkpoint.")),
     errors: r.register(new Counter("cdc_sink_errors_total", "Errors by pipeline stage and code.", ["stage", "code"])),
     retries: r.register(new Counter("cdc_sink_retries_total", "Retried operations by stage.", ["stage"])),
     up: r.register(new Gauge("cdc_sink_source_connected", "1 when the source is connected (partitions assigned or slot streaming).")),
     dbUp: r.register(new Gauge("cdc_sink_database_up", "1 when the analytics database answered the last statement.")),
+    dependencyDown: r.register(new Gauge("cdc_sink_dependency_down", "1 while a dependency (analytics, kafka, source) fails, with the cause: authentication, authorization, unreachable, timeout, error.", ["dependency", "cause"])),
   };
   m.batches.init();
   m.batchSize.init();

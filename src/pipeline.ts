@@ -7,10 +7,11 @@
 // applied only after its predecessor committed, so checkpoints never skip a record.
 import { retry, type RetryPolicy } from "./backoff.ts";
 import { ChangeBatch, type BatchLimits } from "./batch.ts";
-import { errorCode, errorInfo, isConnectionError, Stopped } from "./errors.ts";
+import { errorCode, errorInfo, Stopped } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Position, SchemaChange, Target } from "./model.ts";
+import type { DatabaseHealth } from "./sink/database.ts";
 
 /** What a source hands to its decoder. */
 export interface RecordSet {
@@ -84,6 +85,8 @@ export interface PipelineDeps<R extends RecordSet> {
   source: Source<R>;
   decoder: Decoder<R>;
   sink: Sink;
+  /** the analytics database's health: failures mark it down, a retry resumes as soon as it is back */
+  database: DatabaseHealth;
   limits: BatchLimits;
   retry: RetryPolicy;
   metrics: Metrics;
@@ -93,32 +96,24 @@ export interface PipelineDeps<R extends RecordSet> {
 }
 
 export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
-  const { source, decoder, sink, metrics, log } = deps;
+  const { source, decoder, sink, metrics, log, database } = deps;
   const stop = new AbortController();
-  let dbUp = true;
-  let lastApplyError: unknown;
 
-  /** Runs a database step until it succeeds; connection errors mark the database down meanwhile. */
+  /** Runs a database step until it succeeds; a failure marks the database down until it answers again. */
   function untilDone<T>(what: string, fn: () => Promise<T>, ctx: Record<string, unknown> = {}): Promise<T> {
     return retry(
       async () => {
         const r = await fn();
-        if (!dbUp) log.info("analytics database reachable again");
-        dbUp = true;
-        lastApplyError = undefined;
-        metrics.dbUp.set({}, 1);
+        database.ok();
         return r;
       },
       {
         policy: deps.retry,
         signal: stop.signal,
+        wake: () => database.up(),
         onError(e, attempt, waitMs) {
           metrics.errors.inc({ stage: "apply", code: errorCode(e) });
-          if (isConnectionError(e)) {
-            dbUp = false;
-            metrics.dbUp.set({}, 0);
-          }
-          lastApplyError = e;
+          database.failed(e);
           if (stop.signal.aborted) throw new Stopped(`shutdown while retrying (${what}); nothing was committed`);
           metrics.retries.inc({ stage: "apply" });
           log.error(`${what} failed; retrying`, { ...errorInfo(e), attempt, retryInMs: waitMs, ...ctx });
@@ -174,11 +169,6 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
   }
 
   return {
-    /** The last error of the analytics database while it is failing; undefined once it answers. */
-    get lastError(): unknown {
-      return lastApplyError;
-    },
-
     /** Runs until stop(); resolves after the last committed batch is acknowledged and the source closed. */
     async run(): Promise<void> {
       await source.start(stop.signal);

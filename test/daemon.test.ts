@@ -3,7 +3,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
-import { KafkaProducer, MockCluster } from "../src/kafka/native.ts";
+import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { envelope, keyOf, newClock, type SourceClock } from "./support/debezium.ts";
 import { analyticsDb, ROOT, sinkToml, TOPICS, waitFor } from "./support/harness.ts";
 import { sharedCluster, startCluster } from "./support/pg.ts";

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import type { Sql } from "postgres";
-import { KafkaProducer, MockCluster } from "../src/kafka/native.ts";
+import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { analyticsDb, config, ROOT, startDaemon, waitFor } from "./support/harness.ts";
 import { sharedCluster } from "./support/pg.ts";
 
@@ -127,7 +127,7 @@ for (const f of manifest.files) {
     const url = await pg.createDatabase("fidelity");
     const sql = await analyticsDb(url);
     await sql.unsafe(source.ddl.replace(/ALTER TABLE[^;]*;/g, ""));
-    await sql.unsafe(`ALTER TABLE fidelity ADD COLUMN _cdc_commit_lsn bigint, ADD COLUMN _cdc_lsn bigint, ADD COLUMN _cdc_synced_at timestamptz; SET TIME ZONE 'UTC'`);
+    await sql.unsafe(`ALTER TABLE fidelity ADD COLUMN _cdc_commit_lsn numeric(20,0), ADD COLUMN _cdc_lsn numeric(20,0), ADD COLUMN _cdc_synced_at timestamptz; SET TIME ZONE 'UTC'`);
     const topic = f.topics[0]!;
     mock.createTopic(topic, 1);
     const modes = Object.entries(f.config).filter(([k]) => /^(time\.precision|decimal\.handling|binary\.handling|interval\.handling|unavailable\.value)\./.test(k));

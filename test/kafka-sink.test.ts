@@ -1,7 +1,7 @@
 // Kafka mode end to end: Debezium events on librdkafka's mock cluster -> real PostgreSQL.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Sql } from "postgres";
-import { KafkaProducer, MockCluster } from "../src/kafka/native.ts";
+import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { envelope, keyOf, newClock, withSchema } from "./support/debezium.ts";
 import { analyticsDb, config, sinkToml, startDaemon, TOPICS, waitFor } from "./support/harness.ts";
 import { sharedCluster } from "./support/pg.ts";
@@ -183,6 +183,39 @@ test("an update without its unchanged-TOAST NOT NULL column updates the stored r
     },
   ]);
   expect(run.metrics.deadLetters.value({ table: "dim_books", reason: "TOAST_ROW_MISSING" })).toBe(1);
+  await sql.end();
+}, 120_000);
+
+test("positions stay exact over 64 bits: a change newer by one at 2^53 wins, and LSNs near 2^64 are stored", async () => {
+  const { sql, topics, cfg } = await setup();
+  const clock = newClock();
+  /** an update of order `id` at source position (commit, lsn), written as Debezium writes it */
+  const at = (id: number, total: number, commit: bigint, lsn: bigint) => {
+    const env = envelope(clock, "orders", "u", { after: { id, status: "paid", total_amount: total } }) as { source: Record<string, unknown> };
+    env.source.sequence = JSON.stringify([String(commit), String(lsn)]);
+    env.source.lsn = "LSN";
+    return { key: keyOf(id), value: JSON.stringify(env).replace('"LSN"', String(lsn)) };
+  };
+  const two53 = 2n ** 53n;
+  const top = 2n ** 64n - 1n;
+  const run = await startDaemon(cfg);
+  try {
+    await send(topics.orders, [at(8, 1, two53, two53), at(9, 1, top - 1n, top - 1n)]);
+    await waitFor("first", async () => (await sql`SELECT count(*)::int AS n FROM fact_orders`)[0]!.n === 2);
+    await send(topics.orders, [at(8, 2, two53 + 1n, two53 + 1n), at(9, 2, top, top)]);
+    await waitFor("newer by one", async () => (await sql`SELECT sum(total_amount)::int AS n FROM fact_orders`)[0]!.n === 4);
+    // the older ones again: stale, skipped
+    await send(topics.orders, [at(8, 1, two53, two53), at(9, 1, top - 1n, top - 1n)]);
+    await waitFor("replay consumed", async () => (await sql`SELECT sum(position)::int AS n FROM cdc_sink.checkpoints`)[0]!.n === 6);
+  } finally {
+    await run.stop();
+  }
+  expect(await rows(sql, "SELECT id::int, total_amount::int AS total, _cdc_commit_lsn::text AS c, _cdc_lsn::text AS l FROM fact_orders ORDER BY id")).toEqual([
+    { id: 8, total: 2, c: String(two53 + 1n), l: String(two53 + 1n) },
+    { id: 9, total: 2, c: String(top), l: String(top) },
+  ]);
+  expect(run.metrics.rowsSkipped.value({ table: "fact_orders" })).toBe(2);
+  expect((await sql`SELECT count(*)::int AS n FROM cdc_sink.dead_letters`)[0]!.n).toBe(0);
   await sql.end();
 }, 120_000);
 

@@ -252,6 +252,35 @@ test("an update that leaves a TOASTed NOT NULL column unchanged updates the row 
   await Promise.all([ecom.end(), inv.end(), analytics.end()]);
 }, 120_000);
 
+test("a second instance on the same slot waits as a standby, not ready, and takes over when the first stops", async () => {
+  const pg = await sharedCluster();
+  const { ecom, inv, analytics, cfg } = await sources(pg);
+  const a = await startDaemon(cfg);
+  let b: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  try {
+    await ecom`INSERT INTO orders (customer_id) VALUES (1)`;
+    await same(ecom, analytics, "SELECT id FROM orders ORDER BY id");
+    b = await startDaemon(cfg);
+    await waitFor("standby", async () => b!.metrics.standby.value({ slot: cfg.postgres_sources[0]!.slot! }) === 1);
+    expect(b.daemon.readiness().join(" ")).toMatch(/standby: replication slot s_ecom_\w+ is active in another instance/);
+    expect(a.daemon.readiness()).toEqual([]);
+    await a.stop();
+    const t0 = Date.now();
+    await waitFor("takeover", async () => b!.daemon.readiness().length === 0, 10_000);
+    const takeover = Date.now() - t0;
+    expect(takeover).toBeLessThan(5000);
+    await ecom`INSERT INTO orders (customer_id) VALUES (2)`;
+    await inv`INSERT INTO inventory (book_id, quantity) VALUES (7, 7)`;
+    await same(ecom, analytics, "SELECT id, customer_id FROM orders ORDER BY id");
+    await same(inv, analytics, "SELECT book_id, quantity FROM inventory ORDER BY book_id");
+    expect(b.metrics.standby.value({ slot: cfg.postgres_sources[0]!.slot! })).toBe(0);
+  } finally {
+    await a.stop().catch(() => {});
+    await b?.stop();
+  }
+  await Promise.all([ecom.end(), inv.end(), analytics.end()]);
+}, 120_000);
+
 test("TRUNCATE follows the per-table setting", async () => {
   const pg = await sharedCluster();
   const { ecom, inv, analytics, toml } = await sources(pg);
@@ -295,6 +324,6 @@ test("check reports the source's readiness, slot and publication, and the analyt
   const second = await runCheck();
   expect(second.code).toBe(1);
   expect(second.out).toContain("FAIL source ecom: public.orders has REPLICA IDENTITY NOTHING: deletes carry no key (ALTER TABLE public.orders REPLICA IDENTITY DEFAULT)");
-  expect(second.out).toContain('FAIL fact_inventory: missing bookkeeping column _cdc_lsn (ALTER TABLE "fact_inventory" ADD COLUMN _cdc_lsn bigint)');
+  expect(second.out).toContain('FAIL fact_inventory: missing bookkeeping column _cdc_lsn (ALTER TABLE "fact_inventory" ADD COLUMN _cdc_lsn numeric(20,0))');
   await Promise.all([ecom.end(), inv.end(), analytics.end()]);
 }, 60_000);

@@ -27,6 +27,30 @@ Napi::Value Features(Napi::Env env) {
   return Napi::String::New(env, r == RD_KAFKA_CONF_OK ? buf : "");
 }
 
+// checkProperties({k: v}) -> [{property, error, unknown}]: every property librdkafka refuses, set on a
+// scratch config that is freed at once (no client, no thread, no network).
+Napi::Value CheckProperties(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object props = info[0].As<Napi::Object>();
+  Napi::Array keys = props.GetPropertyNames();
+  Napi::Array out = Napi::Array::New(env);
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  char errstr[512];
+  for (uint32_t i = 0; i < keys.Length(); i++) {
+    std::string k = keys.Get(i).As<Napi::String>();
+    std::string v = props.Get(k).ToString();
+    rd_kafka_conf_res_t r = rd_kafka_conf_set(conf, k.c_str(), v.c_str(), errstr, sizeof(errstr));
+    if (r == RD_KAFKA_CONF_OK) continue;
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("property", k);
+    e.Set("error", std::string(errstr));
+    e.Set("unknown", Napi::Boolean::New(env, r == RD_KAFKA_CONF_UNKNOWN));
+    out.Set(out.Length(), e);
+  }
+  rd_kafka_conf_destroy(conf);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Never freed: object finalizers may run after the environment's instance data is gone.
   auto *data = new AddonData();
@@ -47,6 +71,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::String::New(env, rd_kafka_version_str()));
   exports.Set("features", Features(env));
   exports.Set("errorCodes", ErrorCodes(env));
+  exports.Set("checkProperties", Napi::Function::New(env, CheckProperties));
   return exports;
 }
 

@@ -1,7 +1,7 @@
 // Debezium PostgreSQL change events (Kafka Connect JSON, with or without schema) -> changes.
 import type { ChangeBatch } from "../batch.ts";
-import { DecodeError, errorCode, errorInfo } from "../errors.ts";
-import type { MessageBatch } from "../kafka/native.ts";
+import { DecodeError, errorInfo } from "../errors.ts";
+import type { MessageBatch } from "../kafka/index.ts";
 import { type Change, type Coord, Kind, NO_POSITION, type Position, type Target } from "../model.ts";
 import type { Decoder } from "../pipeline.ts";
 import { parseJson } from "./json.ts";
@@ -28,6 +28,8 @@ function fieldSchemas(schema: Obj | null, field?: string): Map<string, FieldSche
   if (!fields) return undefined;
   return new Map(fields.map((f) => [f.field, f]));
 }
+
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
 
 /** Debezium's usual `["<lastCommitLsn>","<lsn>"]`, parsed without JSON.parse (it is on every event). */
 const SEQUENCE = /^\[(?:"(\d+)"|null),(?:"(\d+)"|null)\]$/;
@@ -130,6 +132,7 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
       return { target: t, kind: Kind.Truncate, keyText: "", key: [], commitLsn, lsn, sourceTs, coord, raw };
     case "d": {
       if (keyText === null) throw new DecodeError("delete event has no message key");
+      if (env.after !== null && env.after !== undefined) throw new DecodeError("delete event carries an after image");
       return { target: t, kind: Kind.Delete, ...decodeKey(t, keyText), commitLsn, lsn, sourceTs, coord, raw };
     }
     case "c":
@@ -144,6 +147,7 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
       const vals: (string | null)[] = [];
       const image = after as Obj;
       let partial = false;
+      const surrogates = SURROGATE_ESCAPE.test(valueText);
       for (const field in image) {
         const value = image[field];
         const col = t.columns.get(field);
@@ -159,6 +163,8 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
           partial = true;
           continue;
         }
+        // a lone surrogate (an escaped \ud800) has no UTF-8 form: PostgreSQL would get U+FFFD instead
+        if (surrogates && txt !== null && !txt.isWellFormed()) throw new DecodeError(`column ${field}: a lone UTF-16 surrogate cannot be stored as UTF-8`);
         cols.push(col);
         vals.push(txt);
       }
@@ -213,11 +219,15 @@ export function createDebeziumDecoder(deps: {
         const keyText = b.keyText(i);
         const valueText = b.valueText(i);
         try {
+          // U+FFFD in the text: either a real one, or bytes that are not UTF-8 (decoded as U+FFFD)
+          if ((keyText?.includes("\uFFFD") && inexact(keyText, b.key(i))) || (valueText?.includes("\uFFFD") && inexact(valueText, b.value(i))))
+            throw new DecodeError("the record is not valid UTF-8 (its bytes are kept in the dead letter)", "INVALID_UTF8");
           const c = decodeDebezium(t, keyText, valueText, coord, { unknownFields, keyChanged: () => b.headers(i).some(([name]) => name === "__debezium.oldkey") });
           if (c) batch.add(c, now);
         } catch (e) {
           const { error } = errorInfo(e);
-          const code = errorCode(e) === "UNKNOWN" ? "DECODE" : errorCode(e);
+          // anything a decoder throws is about this record (a RangeError from absurd nesting too)
+          const code = e instanceof DecodeError ? e.code : "DECODE";
           deps.onDeadLetter?.({ topic, partition, offset, error, code });
           batch.deadLetter({
             coord,

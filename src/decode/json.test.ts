@@ -35,3 +35,9 @@ test("numbers inside strings, escaped quotes and escaped NULs are left alone", (
   expect(parseJson('{"s": "\\ufdd0x", "t": 12345678901234567890}')).toEqual({ s: "\ufdd0x", t: 12345678901234567890n });
   expect(() => parseJson('{"a": 1, 12345678901234567890: 2}')).toThrow(JsonError);
 });
+
+test("duplicate keys are an error, never a silent choice of one", () => {
+  expect(() => parseJson('{"a": 1, "b": {"c": 2, "c": 3}}')).toThrow(/duplicate key "c"/);
+  expect(() => parseJson('{"a" : 1, "a" : 2}')).toThrow(/duplicate key "a"/);
+  expect(parseJson('{"s": "x\\":y", "t": {"u": [{"v": 1}]}}')).toEqual({ s: 'x":y', t: { u: [{ v: 1 }] } });
+});

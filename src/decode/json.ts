@@ -34,6 +34,15 @@ const MARK = "\uFDD0";
 
 /** True when the token is a JSON number whose value a double holds exactly. */
 function exactAsDouble(token: string): boolean {
+  let integer = true;
+  for (let i = token.charCodeAt(0) === 45 ? 1 : 0; i < token.length; i++) {
+    const c = token.charCodeAt(i);
+    if (c < 48 || c > 57) {
+      integer = false;
+      break;
+    }
+  }
+  if (integer) return token.length > 1 && token.length < 16 ? true : Number.isSafeInteger(Number(token)) && NUMBER.test(token);
   const m = NUMBER.exec(token);
   if (!m) return false;
   if (!m[2] && !m[3]) return Number.isSafeInteger(Number(token));
@@ -48,11 +57,12 @@ export function parseJson(text: string): unknown {
   // string parity up to `scanned`, advanced quote by quote (candidates come in order)
   let scanned = 0;
   let inString = false;
+  let envelope: number | undefined;
   const found: number[] = [];
-  for (const re of [LONG, EXPONENT]) {
-    re.lastIndex = 0;
-    for (let m; (m = re.exec(text)); ) found.push(m.index);
-  }
+  LONG.lastIndex = 0;
+  for (let m; (m = LONG.exec(text)); ) found.push(m.index);
+  EXPONENT.lastIndex = 0;
+  for (let m; (m = EXPONENT.exec(text)); ) found.push(m.index);
   if (found.length > 1) found.sort((a, b) => a - b);
   let cursor = 0;
   for (const at of found) {
@@ -67,10 +77,10 @@ export function parseJson(text: string): unknown {
     while (before >= 0 && (text.charCodeAt(before) === 32 || text.charCodeAt(before) === 10 || text.charCodeAt(before) === 13 || text.charCodeAt(before) === 9)) before--;
     const sep = text.charCodeAt(before);
     if (sep !== 58 && sep !== 91 && sep !== 44) continue;
+    // Debezium's own ts_us/ts_ns (in "source" and after it) are never read: no need to keep them exact
+    if (sep === 58 && (text.startsWith('"ts_us"', before - 7) || text.startsWith('"ts_ns"', before - 7)) && (envelope ??= text.lastIndexOf('"source":{')) >= 0 && envelope < before) continue;
     const token = text.slice(start, end);
     if (exactAsDouble(token)) continue;
-    // Debezium's own ts_us/ts_ns (in "source" and after it) are never read: no need to keep them exact
-    if (sep === 58 && (text.startsWith('"ts_us"', before - 7) || text.startsWith('"ts_ns"', before - 7)) && text.lastIndexOf('"source":{', before) >= 0) continue;
     for (let q = text.indexOf('"', scanned); q !== -1 && q < start; q = text.indexOf('"', q + 1)) {
       let b = q - 1;
       while (b >= 0 && text.charCodeAt(b) === 92) b--;
@@ -83,15 +93,44 @@ export function parseJson(text: string): unknown {
   }
   // a marker-like string in the input could pass for a number: the exact parser reads it instead
   if (parts && (text.includes(MARK) || /\\u[fF][dD][dD]0/.test(text))) return new Parser(text).parseDocument();
+  let doc: unknown;
   try {
-    if (!parts) return JSON.parse(text);
-    parts.push(text.slice(last));
-    return restore(JSON.parse(parts.join("")));
+    if (parts) parts.push(text.slice(last));
+    doc = parts ? restore(JSON.parse(parts.join(""))) : JSON.parse(text);
   } catch (e) {
     if (e instanceof JsonError) throw e;
     // the exact parser names the position of the problem
     return new Parser(text).parseDocument();
   }
+  // JSON.parse keeps the last of duplicate keys silently: fewer keys than the text has means duplicates
+  if (keyCount(doc) !== keyMarks(text)) return new Parser(text).parseDocument();
+  return doc;
+}
+
+/** Keys of every object in a parsed document. */
+function keyCount(v: unknown): number {
+  if (v === null || typeof v !== "object" || v instanceof JsonNumber) return 0;
+  let n = 0;
+  if (Array.isArray(v)) {
+    for (const x of v) if (x !== null && typeof x === "object") n += keyCount(x);
+    return n;
+  }
+  for (const k in v) {
+    n++;
+    const x = (v as Record<string, unknown>)[k];
+    if (x !== null && typeof x === "object") n += keyCount(x);
+  }
+  return n;
+}
+
+/**
+ * Quote-colon pairs in the text: one per key. An escaped quote before a colon inside a string
+ * counts too, and whitespace before a colon is counted by a regex: either only sends the text to the
+ * exact parser, which then finds no duplicate.
+ */
+function keyMarks(text: string): number {
+  const n = text.split('":').length - 1;
+  return /"\s+:/.test(text) ? n + (text.match(/"\s+:/g)?.length ?? 0) : n;
 }
 
 /** Marked strings back to exact numbers. */
@@ -161,7 +200,12 @@ class Parser {
     for (;;) {
       this.ws();
       if (this.s[this.i] !== '"') this.fail("expected a string key");
+      const keyAt = this.i;
       const k = this.string();
+      if (Object.hasOwn(o, k)) {
+        this.i = keyAt;
+        this.fail(`duplicate key ${JSON.stringify(k.slice(0, 60))}`);
+      }
       this.ws();
       if (this.s[this.i] !== ":") this.fail("expected ':'");
       this.i++;

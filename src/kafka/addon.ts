@@ -61,6 +61,8 @@ export interface Addon {
   features: string;
   /** error name (without ERR_) → code */
   errorCodes: Record<string, number>;
+  /** every property librdkafka refuses, set on a scratch config (offline) */
+  checkProperties(props: Record<string, string>): Array<{ property: string; error: string; unknown: boolean }>;
 }
 
 function loadAddon(): Addon {
@@ -87,6 +89,26 @@ export const librdkafkaVersion = (): string => addon().version;
 
 /** librdkafka's built-in features (`builtin.features`), e.g. `ssl`, `sasl_scram`, `zstd`. */
 export const librdkafkaFeatures = (): string[] => addon().features.split(",").filter(Boolean);
+
+/**
+ * Properties that run commands or load code: refused unless the config names them in
+ * allow_unsafe_kafka_properties.
+ */
+export const UNSAFE_PROPERTIES = ["sasl.kerberos.kinit.cmd", "ssl.engine.location", "plugin.library.paths", "ssl.providers"];
+
+/** What librdkafka would refuse of these properties, and the unsafe ones not allowed, checked offline: [property, problem]. */
+export function propertyProblems(props: Record<string, unknown>, allowUnsafe: readonly string[] = []): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (const k of Object.keys(props))
+    if (UNSAFE_PROPERTIES.includes(k) && !allowUnsafe.includes(k))
+      out.push([k, `runs commands or loads code: refused unless allow_unsafe_kafka_properties names it`]);
+  // an unsafe property is never set, not even to check it (plugin.library.paths loads the library at once)
+  const strings: Record<string, string> = {};
+  for (const [k, v] of Object.entries(props))
+    if (!UNSAFE_PROPERTIES.includes(k) && (typeof v === "string" || typeof v === "number" || typeof v === "boolean")) strings[k] = String(v);
+  for (const p of addon().checkProperties(strings)) out.push([p.property, p.unknown ? "not a librdkafka property" : p.error]);
+  return out;
+}
 
 /** librdkafka properties as the strings the addon takes; rejects other value types. */
 export function toStrings(props: Record<string, unknown>, where: string): Record<string, string> {

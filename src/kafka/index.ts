@@ -1,6 +1,6 @@
 // The librdkafka client: a batch consumer, a producer, typed errors, and (for tests and benches)
 // librdkafka's mock cluster. Everything outside src/kafka imports from here.
-export { librdkafkaFeatures, librdkafkaVersion } from "./addon.ts";
+export { librdkafkaFeatures, librdkafkaVersion, propertyProblems, UNSAFE_PROPERTIES } from "./addon.ts";
 export { MessageBatch } from "./batch.ts";
 export { type ClientHooks, KafkaConsumer } from "./consumer.ts";
 export { KafkaError } from "./errors.ts";

@@ -3,6 +3,7 @@
 // statement sent at once. When part of the batch was already applied (another group member, a
 // zombie), or the database rejects a row, it rolls back and goes again one step at a time, the
 // rejected row isolated by bisecting under savepoints.
+import { createHash } from "node:crypto";
 import type { Sql, TransactionSql } from "postgres";
 import type { ChangeBatch, PartProgress } from "../batch.ts";
 import { isDataError } from "../errors.ts";
@@ -33,12 +34,39 @@ class AlreadyApplied extends Error {
 const PREPARED = { prepare: true };
 
 /** The analytics database as the pipeline's sink. */
-export function createSink(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger }): Sink {
+export function createSink(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger; maxValueBytes?: number }): Sink {
   return { apply: createApplier(deps), evolve: (change) => evolveTable(deps.sql, change, deps.log) };
 }
 
-export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger }) {
+/** Size of a record's value in bytes: its exact bytes when kept, else its UTF-8 text. */
+const byteLength = (text: string | null, bytes?: Uint8Array | null) => (bytes ? bytes.byteLength : text === null ? 0 : Buffer.byteLength(text));
+
+/**
+ * A dead letter whose value is larger than `max` bytes keeps its size, SHA-256 and first bytes:
+ * the table stays small and writing it never costs more than the cap (the record is in the
+ * source, found by its coordinates).
+ */
+export function capped(d: DeadLetter, max: number): DeadLetter & { valueSize?: number; valueSha256?: string } {
+  const size = byteLength(d.value, d.valueBytes);
+  const keyTooBig = d.key !== null && d.key.length > max;
+  if (size <= max && !keyTooBig) return d;
+  const bytes = d.valueBytes ?? (d.value === null ? null : Buffer.from(d.value));
+  const head = (t: string | null) => (t === null ? null : `${t.slice(0, 1024)}…`);
+  return {
+    ...d,
+    key: keyTooBig ? head(d.key) : d.key,
+    keyBytes: keyTooBig ? null : d.keyBytes,
+    value: size > max ? head(d.value) : d.value,
+    valueBytes: size > max ? (bytes ? bytes.subarray(0, 1024) : null) : d.valueBytes,
+    valueSize: size,
+    valueSha256: bytes ? createHash("sha256").update(bytes).digest("hex") : undefined,
+    error: size > max || keyTooBig ? `${d.error} (record larger than the dead-letter cap of ${max} bytes: first 1024 kept, with its size and SHA-256)` : d.error,
+  };
+}
+
+export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger; maxValueBytes?: number }) {
   const { sql, metrics, log } = deps;
+  const maxValueBytes = deps.maxValueBytes ?? 1 << 20;
   const state = quoteIdent(deps.stateSchema);
   const own = stateStatements(state);
   const statements = new WeakMap<Target, TargetStatements>();
@@ -137,7 +165,8 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       if (changes.length === 1) {
         const c = changes[0]!;
         const err = e as { message: string; code?: string };
-        log.warn("row rejected by the database, dead-lettered", { table: c.target.table.name, key: c.keyText, code: err.code, error: err.message, part: c.coord.part, position: c.coord.position });
+        // PostgreSQL's message can quote the value: it stays in the dead-letter table, out of the logs
+        log.warn("row rejected by the database, dead-lettered", { table: c.target.table.name, key: c.keyText, code: err.code, part: c.coord.part, position: c.coord.position });
         dead.push({ coord: c.coord, table: c.target.table.name, stage: "apply", key: c.raw?.key ?? c.keyText, value: c.raw?.value ?? null, error: err.message, code: err.code ?? "DATA" });
         return [];
       }
@@ -152,8 +181,9 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     return Promise.all(stmts(t).truncate().map(([q, params]) => tx.unsafe(q, params).execute())).then(() => ({ table: t.table.name, upsert: 0, delete: 0, truncate: 1, changes: 0 }));
   }
 
-  function writeDeadLetters(tx: Tx, dead: DeadLetter[]): Promise<unknown> {
-    if (!dead.length) return Promise.resolve();
+  function writeDeadLetters(tx: Tx, all: DeadLetter[]): Promise<unknown> {
+    if (!all.length) return Promise.resolve();
+    const dead = all.map((d) => capped(d, maxValueBytes));
     const n = dead.length;
     const text = (f: (d: DeadLetter) => string | null) => textArray(n, (i) => pgText(f(dead[i]!)));
     const hex = (f: (d: DeadLetter) => Uint8Array | null | undefined) =>
@@ -173,6 +203,8 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       text((d) => d.code),
       hex((d) => d.keyBytes),
       hex((d) => d.valueBytes),
+      numberArray(n, (i) => dead[i]!.valueSize ?? byteLength(dead[i]!.value, dead[i]!.valueBytes)),
+      textArray(n, (i) => dead[i]!.valueSha256 ?? null),
     ];
     return tx.unsafe(own.writeDeadLetters, params).execute();
   }

@@ -1,9 +1,129 @@
-// The analytics database connection pool.
+// The analytics database: its connection pool, and its health. While it is down a prober tries a
+// fresh connection every 250 ms, so a retry waiting out its backoff resumes as soon as the
+// database answers again, and readiness names the cause (authentication, unreachable, …).
 import postgres, { type Sql } from "postgres";
 import { type Config, connectionOptions } from "../config.ts";
+import { type Cause, causeOf, errorInfo, isConnectionError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
 
-export function openAnalytics(c: Config["postgres"], max = 4): Sql {
+export function openAnalytics(c: Config["postgres"], max = 4, extra: Record<string, unknown> = {}): Sql {
   const { url, options } = connectionOptions(c);
-  const opts = { ...options, max, onnotice: () => {}, idle_timeout: 60, max_lifetime: 60 * 30, connection: { application_name: "cdc-sink" } };
+  const opts = { ...options, max, onnotice: () => {}, idle_timeout: 60, max_lifetime: 60 * 30, connection: { application_name: "cdc-sink" }, ...extra };
   return url ? postgres(url, opts) : postgres(opts);
+}
+
+const PROBE_MS = 250;
+/** While the pipeline is idle, the pool is checked this often: an outage shows without traffic. */
+const WATCH_MS = 1000;
+const WATCH_TIMEOUT_MS = 2000;
+
+export interface DatabaseHealth {
+  /** The database failed with `e`: not ready, and probing until it answers. A statement's own error (a rejected row) counts only with `always`. */
+  failed(e: unknown, always?: boolean): void;
+  /** A statement succeeded. */
+  ok(): void;
+  /** Resolves when the database answers again (at once when it is up). */
+  up(): Promise<void>;
+  /** Why not ready, or undefined. */
+  reason(): string | undefined;
+  /** Checks `sql` with SELECT 1 whenever nothing succeeded on it for a second. */
+  watch(sql: Sql): void;
+  close(): void;
+}
+
+export function createDatabaseHealth(c: Config["postgres"], metrics: Metrics, log: Logger): DatabaseHealth {
+  let down: { error: unknown; cause: Cause } | undefined;
+  let waiters: Array<() => void> = [];
+  let probing: ReturnType<typeof setTimeout> | undefined;
+  let watching: ReturnType<typeof setInterval> | undefined;
+  let lastOk = Date.now();
+  let closed = false;
+
+  function setUp(): void {
+    lastOk = Date.now();
+    if (down) {
+      log.info("analytics database reachable again");
+      metrics.dependencyDown.remove({ dependency: "analytics", cause: down.cause });
+    }
+    down = undefined;
+    metrics.dbUp.set({}, 1);
+    for (const w of waiters.splice(0)) w();
+  }
+
+  /** SELECT 1 on a fresh connection with a short timeout (the pool's may be stale): the error, or undefined. */
+  async function tryOnce(): Promise<unknown> {
+    const sql = openAnalytics(c, 1, { connect_timeout: Math.min(2, c.connect_timeout), idle_timeout: 1 });
+    try {
+      await sql`SELECT 1`;
+      return undefined;
+    } catch (e) {
+      return e ?? new Error("failed");
+    } finally {
+      void sql.end({ timeout: 0 }).catch(() => {});
+    }
+  }
+
+  async function probe(): Promise<void> {
+    probing = undefined;
+    if (!down || closed) return;
+    const e = await tryOnce();
+    if (e === undefined) setUp();
+    else if (down && causeOf(e) !== down.cause) record(e);
+    if (down && !closed) probing = setTimeout(() => void probe(), PROBE_MS);
+  }
+
+  function record(e: unknown): void {
+    const cause = causeOf(e);
+    if (down && down.cause !== cause) metrics.dependencyDown.remove({ dependency: "analytics", cause: down.cause });
+    down = { error: e, cause };
+    metrics.dbUp.set({}, 0);
+    metrics.dependencyDown.set({ dependency: "analytics", cause }, 1);
+  }
+
+  const health: DatabaseHealth = {
+    failed(e, always = false) {
+      if (!always && !isConnectionError(e) && causeOf(e) === "error") return;
+      const first = !down;
+      record(e);
+      if (first) log.error("analytics database not usable", { ...errorInfo(e), cause: causeOf(e) });
+      probing ??= setTimeout(() => void probe(), PROBE_MS);
+    },
+    ok() {
+      lastOk = Date.now();
+      if (down || metrics.dbUp.value() !== 1) setUp();
+    },
+    up() {
+      return down ? new Promise((r) => waiters.push(r)) : Promise.resolve();
+    },
+    reason() {
+      return down ? `analytics database not usable (${down.cause}): ${errorInfo(down.error).error}` : undefined;
+    },
+    watch(sql) {
+      let checking = false;
+      watching = setInterval(() => {
+        if (down || checking || Date.now() - lastOk < WATCH_MS) return;
+        checking = true;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(Object.assign(new Error(`no answer to SELECT 1 within ${WATCH_TIMEOUT_MS / 1000} s`), { code: "ETIMEDOUT" })), WATCH_TIMEOUT_MS);
+        });
+        Promise.race([sql`SELECT 1`, timeout])
+          // the pool failed: a fresh connection tells the cause (a refused connection, not a pool waiting)
+          .then(() => health.ok(), async (e) => health.failed((await tryOnce()) ?? e))
+          .finally(() => {
+            clearTimeout(timer);
+            checking = false;
+          });
+      }, WATCH_MS / 4);
+      watching.unref?.();
+    },
+    close() {
+      closed = true;
+      if (probing) clearTimeout(probing);
+      if (watching) clearInterval(watching);
+      for (const w of waiters.splice(0)) w();
+    },
+  };
+  return health;
 }

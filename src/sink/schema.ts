@@ -61,7 +61,7 @@ export function tableProblems(t: TableInfo, key: string[], softDeleteColumn?: st
   const out: string[] = [];
   for (const c of POSITION_COLUMNS)
     if (!t.columns.has(c))
-      out.push(`${t.name}: missing bookkeeping column ${c} (ALTER TABLE ${t.ident} ADD COLUMN ${c} ${c === "_cdc_synced_at" ? "timestamptz" : "bigint"})`);
+      out.push(`${t.name}: missing bookkeeping column ${c} (ALTER TABLE ${t.ident} ADD COLUMN ${c} ${c === "_cdc_synced_at" ? "timestamptz" : "numeric(20,0)"})`);
   if (!key.length) out.push(`${t.name}: no primary key and no key configured (set key = [...] in the mapping)`);
   for (const k of key) if (!t.columns.has(k)) out.push(`${t.name}: key column ${k} does not exist`);
   const sorted = [...key].sort().join(",");

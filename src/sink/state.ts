@@ -18,10 +18,14 @@ export async function ensureStateTables(sql: Sql, schema: string): Promise<void>
       stream text NOT NULL, part text NOT NULL, position text NOT NULL,
       target_table text, stage text NOT NULL, key text, value text, error text NOT NULL, error_code text,
       key_bytes bytea, value_bytes bytea)`);
-    await tx.unsafe(`ALTER TABLE ${s}.dead_letters ADD COLUMN IF NOT EXISTS key_bytes bytea, ADD COLUMN IF NOT EXISTS value_bytes bytea`);
+    await tx.unsafe(`ALTER TABLE ${s}.dead_letters ADD COLUMN IF NOT EXISTS key_bytes bytea, ADD COLUMN IF NOT EXISTS value_bytes bytea,
+      ADD COLUMN IF NOT EXISTS value_size bigint, ADD COLUMN IF NOT EXISTS value_sha256 text`);
     await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.tombstones (
-      tbl text NOT NULL, key text NOT NULL, commit_lsn bigint NOT NULL, lsn bigint NOT NULL,
+      tbl text NOT NULL, key text NOT NULL, commit_lsn numeric(20,0) NOT NULL, lsn numeric(20,0) NOT NULL,
       deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tbl, key))`);
+    // positions are unsigned 64-bit: installations from before kept them in bigint
+    const [old] = await tx`SELECT 1 FROM information_schema.columns WHERE table_schema = ${schema} AND table_name = 'tombstones' AND column_name = 'lsn' AND data_type = 'bigint'`;
+    if (old) await tx.unsafe(`ALTER TABLE ${s}.tombstones ALTER COLUMN commit_lsn TYPE numeric(20,0), ALTER COLUMN lsn TYPE numeric(20,0)`);
   });
 }
 

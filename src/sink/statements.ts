@@ -24,7 +24,7 @@ export class TargetStatements {
   ) {}
 
   /**
-   * Parameters: one text[] per column, commit LSNs int8[], LSNs int8[], key texts text[], the table
+   * Parameters: one text[] per column, commit LSNs numeric[], LSNs numeric[] (exact over 64 bits), key texts text[], the table
    * name; soft-delete targets also the deletion time (ms, NULL for a live row) text[].
    */
   upsert(cols: string[]): string {
@@ -41,7 +41,7 @@ export class TargetStatements {
     const deletedAt = "CASE WHEN u.deleted_at IS NULL THEN NULL WHEN u.deleted_at > 0 THEN to_timestamp(u.deleted_at / 1000.0) ELSE now() END";
     q = `INSERT INTO ${t.table.ident} AS t (${cols.map(quoteIdent).join(", ")}, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at${softCol ? `, ${softCol}` : ""})
 SELECT ${cols.map((c, i) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`).join(", ")}, u.commit_lsn, u.lsn, now()${softCol ? `, ${deletedAt}` : ""}
-FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::int8[], $${n + 2}::int8[], $${n + 3}::text[]${softCol ? `, $${n + 5}::float8[]` : ""})
+FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::numeric[], $${n + 2}::numeric[], $${n + 3}::text[]${softCol ? `, $${n + 5}::float8[]` : ""})
   AS u(${cols.map((_, i) => `c${i}`).join(", ")}, commit_lsn, lsn, key_text${softCol ? ", deleted_at" : ""})
 WHERE NOT EXISTS (SELECT 1 FROM ${this.state}.tombstones tb WHERE tb.tbl = $${n + 4} AND tb.key = u.key_text AND (tb.commit_lsn, tb.lsn) >= (u.commit_lsn, u.lsn))
 ON CONFLICT (${t.key.map(quoteIdent).join(", ")}) DO UPDATE SET ${updates.join(", ")}
@@ -80,7 +80,7 @@ WHERE ${GUARD} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
 ins AS (INSERT INTO ${t.table.ident} (${cols.map(quoteIdent).join(", ")}, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at${softCol ? `, ${softCol}` : ""})
   SELECT ${cols.map(cast).join(", ")}, u.commit_lsn, u.lsn, now()${softCol ? `, ${deletedAt}` : ""} FROM absent u
   ON CONFLICT DO NOTHING RETURNING 1)`;
-    const sql = `WITH u AS (SELECT * FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::int8[], $${n + 2}::int8[], $${n + 3}::text[]${softCol ? `, $${n + 5}::float8[]` : ""})
+    const sql = `WITH u AS (SELECT * FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::numeric[], $${n + 2}::numeric[], $${n + 3}::text[]${softCol ? `, $${n + 5}::float8[]` : ""})
   AS u(${cols.map((_, i) => `c${i}`).join(", ")}, commit_lsn, lsn, key_text${softCol ? ", deleted_at" : ""})),
 upd AS (UPDATE ${t.table.ident} t SET ${sets.join(", ")} FROM u WHERE ${keyMatch} AND ${GUARD} < (u.commit_lsn, u.lsn) RETURNING 1),
 absent AS (SELECT u.* FROM u WHERE NOT EXISTS (SELECT 1 FROM ${t.table.ident} t WHERE ${keyMatch})
@@ -104,7 +104,7 @@ SELECT (SELECT count(*) FROM upd)::int AS updated, ${absentNotNull.length ? "0" 
     const change = softCol
       ? `UPDATE ${t.table.ident} t SET ${softCol} = CASE WHEN u.ts > 0 THEN to_timestamp(u.ts / 1000.0) ELSE now() END, _cdc_commit_lsn = u.commit_lsn, _cdc_lsn = u.lsn, _cdc_synced_at = now() FROM u`
       : `DELETE FROM ${t.table.ident} t USING u`;
-    this.#delete = `WITH u AS (SELECT * FROM unnest(${keyArrays(t, 1)}, $${k + 1}::int8[], $${k + 2}::int8[], $${k + 3}::text[]${softCol ? `, $${k + 5}::float8[]` : ""}) AS u(${keyAliases(t)}, commit_lsn, lsn, key_text${softCol ? ", ts" : ""})),
+    this.#delete = `WITH u AS (SELECT * FROM unnest(${keyArrays(t, 1)}, $${k + 1}::numeric[], $${k + 2}::numeric[], $${k + 3}::text[]${softCol ? `, $${k + 5}::float8[]` : ""}) AS u(${keyAliases(t)}, commit_lsn, lsn, key_text${softCol ? ", ts" : ""})),
 del AS (${change} WHERE ${keyMatch(t)} AND ${GUARD} < (u.commit_lsn, u.lsn) RETURNING 1),
 tomb AS (INSERT INTO ${this.state}.tombstones (tbl, key, commit_lsn, lsn) SELECT $${k + 4}, key_text, commit_lsn, lsn FROM u
   ON CONFLICT (tbl, key) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, lsn = EXCLUDED.lsn, deleted_at = now()
@@ -152,9 +152,9 @@ export function stateStatements(state: string) {
       SELECT s, p, pos, now() FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(s, p, pos)
       ON CONFLICT (stream, part) DO UPDATE SET position = GREATEST(checkpoints.position, EXCLUDED.position), updated_at = now()`,
     readCheckpoints: `SELECT part, position FROM ${state}.checkpoints WHERE stream = $1`,
-    writeDeadLetters: `INSERT INTO ${state}.dead_letters (stream, part, position, target_table, stage, key, value, error, error_code, key_bytes, value_bytes)
-      SELECT s, p, pos, tbl, st, k, v, e, c, decode(kb, 'hex'), decode(vb, 'hex')
-      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
-        AS u(s, p, pos, tbl, st, k, v, e, c, kb, vb)`,
+    writeDeadLetters: `INSERT INTO ${state}.dead_letters (stream, part, position, target_table, stage, key, value, error, error_code, key_bytes, value_bytes, value_size, value_sha256)
+      SELECT s, p, pos, tbl, st, k, v, e, c, decode(kb, 'hex'), decode(vb, 'hex'), vs, vh
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::text[])
+        AS u(s, p, pos, tbl, st, k, v, e, c, kb, vb, vs, vh)`,
   };
 }

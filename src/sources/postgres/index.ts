@@ -6,7 +6,7 @@
 // commit. A restart replays from the slot's confirmed LSN; transactions the checkpoint already
 // covers are dropped inside the analytics transaction.
 import type { Sql } from "postgres";
-import { retry, type RetryPolicy } from "../../backoff.ts";
+import { retry, type RetryPolicy, sleep } from "../../backoff.ts";
 import type { Config, PgSourceConfig } from "../../config.ts";
 import type { PgRecord, PgRecords, PgSourceInfo } from "../../decode/pgchanges.ts";
 import { errorCode, errorInfo } from "../../errors.ts";
@@ -17,6 +17,11 @@ import type { CheckpointStore, CommittedPart, Source } from "../../pipeline.ts";
 import { ensurePublication, openSource, pgStream, prepareSlot, slotName } from "./setup.ts";
 import { startSnapshot } from "./snapshot.ts";
 import { createReplicationStream, type ReplicationStream } from "./stream.ts";
+
+/** SQLSTATE object_in_use: START_REPLICATION on a slot another connection streams from. */
+const SLOT_IN_USE = "55006";
+/** How often a standby tries the slot: it takes over within about this long after the active instance is gone. */
+const STANDBY_POLL_MS = 1000;
 
 /** The reader's queue pauses the replication stream above HIGH records and resumes below LOW. */
 const QUEUE_HIGH = 20_000;
@@ -41,6 +46,8 @@ class SlotReader {
   admin!: Sql;
   replication!: ReplicationStream;
   wake: (() => void) | undefined;
+  /** while another instance holds the slot: why this one waits */
+  standby: string | undefined;
 
   constructor(
     readonly cfg: PgSourceConfig,
@@ -105,6 +112,16 @@ class SlotReader {
     await ensurePublication(this.admin, this.cfg, [...this.tables.keys()], this.log);
     const stored = await this.checkpoints.load(this.stream);
     const repl = openSource(this.cfg, { replication: true });
+    try {
+      await this.startStreaming(repl, stored);
+    } catch (e) {
+      await repl.end({ timeout: 1 }).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Prepares the slot on `repl`, copies the snapshot if one is due, and streams. */
+  async startStreaming(repl: Sql, stored: Map<string, bigint>): Promise<void> {
     const slot = await prepareSlot(this.admin, repl, this.cfg, stored, this.log);
     this.#acked = slot.from;
     this.#readEnd = slot.from;
@@ -192,16 +209,31 @@ export function createPgSource(deps: { config: Config; targets: Target[]; checkp
     kind: "postgres",
     async start(signal: AbortSignal) {
       for (const r of readers)
-        await retry(() => r.start(), {
-          policy,
-          signal,
-          onError(e, attempt, waitMs) {
-            // a setup problem (wal_level, privileges) does not fix itself
-            if (errorCode(e) === "SOURCE_SETUP") throw e;
-            metrics.retries.inc({ stage: "source" });
-            r.log.error("starting replication failed; retrying", { ...errorInfo(e), attempt, retryInMs: waitMs });
-          },
-        });
+        for (;;) {
+          try {
+            await retry(() => r.start(), {
+              policy,
+              signal,
+              onError(e, attempt, waitMs) {
+                // a setup problem (wal_level, privileges) does not fix itself; a slot in use is waited for
+                if (errorCode(e) === "SOURCE_SETUP" || errorCode(e) === SLOT_IN_USE) throw e;
+                metrics.retries.inc({ stage: "source" });
+                r.log.error("starting replication failed; retrying", { ...errorInfo(e), attempt, retryInMs: waitMs });
+              },
+            });
+            if (r.standby) r.log.info("slot free: this instance takes over", { slot: r.slot });
+            r.standby = undefined;
+            metrics.standby.set({ slot: r.slot }, 0);
+            break;
+          } catch (e) {
+            if (errorCode(e) !== SLOT_IN_USE || signal.aborted) throw e;
+            // another instance streams from the slot: wait as a standby, not ready, polling it
+            if (!r.standby) r.log.warn("the replication slot is active in another instance; waiting as a standby", { slot: r.slot, ...errorInfo(e) });
+            r.standby = errorInfo(e).error;
+            metrics.standby.set({ slot: r.slot }, 1);
+            await sleep(STANDBY_POLL_MS, signal);
+          }
+        }
     },
     async read(max: number, waitMs: number): Promise<PgRecords> {
       const first = take(max);
@@ -230,6 +262,8 @@ export function createPgSource(deps: { config: Config; targets: Target[]; checkp
       for (const r of readers) r.acknowledge(parts);
     },
     status() {
+      const standby = readers.find((r) => r.standby);
+      if (standby) return { ready: false, reason: `standby: replication slot ${standby.slot} is active in another instance (${standby.standby})` };
       const down = readers.filter((r) => !r.replication?.streaming).map((r) => r.cfg.name);
       return down.length ? { ready: false, reason: `replication not streaming: ${down.join(", ")}` } : { ready: true };
     },

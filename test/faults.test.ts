@@ -1,0 +1,146 @@
+// Faults in the dependencies: the analytics database flapping and down, a wrong password, the Kafka
+// brokers down. The daemon never crashes, says why it is not ready, and is ready again within a
+// second of the dependency's return; nothing is lost and nothing is dead-lettered.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { appendFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import postgres from "postgres";
+import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
+import { tempDir } from "./support/cleanup.ts";
+import { envelope, keyOf, newClock } from "./support/debezium.ts";
+import { analyticsDb, config, ROOT, sinkToml, startDaemon, TOPICS, waitFor } from "./support/harness.ts";
+import { freePort, startCluster } from "./support/pg.ts";
+
+const dir = tempDir("cdc-sink-faults-");
+let mock: MockCluster;
+let producer: KafkaProducer;
+beforeAll(() => {
+  mock = new MockCluster(1);
+  producer = new KafkaProducer({ "bootstrap.servers": mock.bootstrapServers, "linger.ms": 2 });
+});
+afterAll(async () => {
+  await producer.close();
+  mock.close();
+});
+
+async function readyz(port: number): Promise<{ status: number; body: string }> {
+  try {
+    const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+    return { status: r.status, body: await r.text() };
+  } catch (e) {
+    return { status: 0, body: String(e) };
+  }
+}
+
+test("the analytics database flapping, then down for 10 s: no crash, the cause named, ready within 1 s of each return, nothing lost", async () => {
+  const pg = await startCluster();
+  const url = await pg.createDatabase("flap");
+  const sql = await analyticsDb(url);
+  const topic = "flap.orders";
+  mock.createTopic(topic, 4);
+  const port = await freePort();
+  const file = join(dir, "flap.toml");
+  writeFileSync(file, sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: "flap" }).replace(`"${TOPICS.orders}"`, `"${topic}"`).replace('listen = "127.0.0.1:0"', `listen = "127.0.0.1:${port}"`));
+  const p = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, "run", "--config", file], { stdout: "ignore", stderr: "pipe", env: { ...process.env, CDC_SINK_LOG_LEVEL: '"warn"' } });
+  const stderr = new Response(p.stderr).text();
+  const clock = newClock();
+  let sent = 0;
+  let producing = true;
+  const writer = (async () => {
+    // about 200 events/s over 500 keys
+    while (producing) {
+      const id = sent % 500;
+      await producer.produce(topic, [{ key: keyOf(id), value: JSON.stringify(envelope(clock, "orders", sent < 500 ? "c" : "u", { after: { id, status: "paid", total_amount: sent } })) }]);
+      sent++;
+      await Bun.sleep(5);
+    }
+  })();
+  const recoveries: number[] = [];
+  const reasons = new Set<string>();
+  try {
+    await waitFor("ready", async () => (await readyz(port)).status === 200);
+    for (let cycle = 0; cycle < 13; cycle++) {
+      const last = cycle === 12;
+      pg.stop();
+      const down = Date.now();
+      while (Date.now() - down < (last ? 10_000 : 2000)) {
+        const r = await readyz(port);
+        if (r.status === 503) reasons.add(JSON.parse(r.body).reasons.join("; ").replace(/:.*/, ""));
+        await Bun.sleep(100);
+      }
+      expect(p.exitCode).toBeNull();
+      await waitFor("the outage in the metrics", async () => (await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).includes('cdc_sink_dependency_down{dependency="analytics",cause="unreachable"} 1'), 5000);
+      pg.start();
+      const up = Date.now();
+      while ((await readyz(port)).status !== 200 && Date.now() - up < 30_000) await Bun.sleep(20);
+      recoveries.push(Date.now() - up);
+      if (!last) await Bun.sleep(2500);
+    }
+  } finally {
+    producing = false;
+    await writer;
+    await producer.flush(10_000);
+  }
+  expect(reasons).toEqual(new Set(["analytics database not usable (unreachable)"]));
+  expect({ recoveries, slow: recoveries.filter((ms) => ms > 1000) }).toEqual({ recoveries, slow: [] });
+  const want = new Map<number, number>();
+  for (let i = 0; i < sent; i++) want.set(i % 500, i);
+  await waitFor("every event applied", async () => {
+    const [r] = await sql`SELECT count(*)::int AS n, sum(total_amount)::bigint AS s FROM fact_orders`;
+    return r!.n === want.size && Number(r!.s) === [...want.values()].reduce((a, b) => a + b, 0);
+  });
+  expect((await sql`SELECT count(*)::int AS n FROM cdc_sink.dead_letters`)[0]!.n).toBe(0);
+  p.kill("SIGTERM");
+  expect(await p.exited).toBe(0);
+  expect(await stderr).not.toContain("TypeError");
+  await sql.end();
+  pg.kill();
+}, 300_000);
+
+test("a wrong password is named as an authentication failure, in /readyz and in a metric", async () => {
+  const pg = await startCluster();
+  const url = await pg.createDatabase("auth");
+  const sql = await analyticsDb(url);
+  await sql`CREATE ROLE sink LOGIN PASSWORD 'right'`;
+  await sql.end();
+  // this role must give its password; everyone else stays trusted
+  const hba = join(pg.dataDir, "pg_hba.conf");
+  appendFileSync(hba, "");
+  const text = await Bun.file(hba).text();
+  await Bun.write(hba, `host all sink 127.0.0.1/32 scram-sha-256\n${text}`);
+  pg.stop();
+  pg.start();
+  const cfg = config(sinkToml({ bootstrap: mock.bootstrapServers, db: url.replace("postgres@", "sink:wrong@"), group: "auth" }));
+  const run = await startDaemon(cfg);
+  try {
+    await waitFor("authentication named", async () => run.daemon.readiness().some((r) => r.startsWith("analytics database not usable (authentication): password authentication failed")));
+    expect(run.metrics.dependencyDown.value({ dependency: "analytics", cause: "authentication" })).toBe(1);
+  } finally {
+    run.daemon.stop();
+    expect(await run.done).toBe(0);
+  }
+  pg.kill();
+}, 60_000);
+
+test("the Kafka brokers down: not ready with the cause named; ready again when they return", async () => {
+  const pg = await startCluster();
+  const url = await pg.createDatabase("broker");
+  (await analyticsDb(url)).end();
+  const topic = "broker.orders";
+  const own = new MockCluster(1);
+  own.createTopic(topic, 2);
+  const cfg = config(sinkToml({ bootstrap: own.bootstrapServers, db: url, group: "broker" }).replace(`"${TOPICS.orders}"`, `"${topic}"`));
+  const run = await startDaemon(cfg);
+  try {
+    await waitFor("ready", async () => run.daemon.readiness().length === 0);
+    own.brokerDown(1);
+    await waitFor("brokers named", async () => run.daemon.readiness().some((r) => r.startsWith("kafka brokers not usable (unreachable)")), 30_000);
+    expect(run.metrics.dependencyDown.value({ dependency: "kafka", cause: "unreachable" })).toBe(1);
+    own.brokerUp(1);
+    await waitFor("ready again", async () => run.daemon.readiness().length === 0, 30_000);
+  } finally {
+    await run.stop();
+    own.close();
+    pg.kill();
+  }
+}, 120_000);
