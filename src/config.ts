@@ -115,6 +115,32 @@ const MappingSchema = v.strictObject({
   batch_size: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
   /** flush at most this long after this mapping's first pending event */
   batch_latency_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  /** Kafka mappings: the [[postgres_sources]] entry verify and repair read the source table from (read-only; no slot) */
+  verify_source: v.optional(v.string()),
+  /** Kafka mappings: the source table as schema.table (default: the last two parts of the topic) */
+  verify_table: v.optional(v.pipe(v.string(), v.regex(/^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$/, "must be schema.table"))),
+});
+
+/** "90s", "15m", "6h", "1d" -> milliseconds. */
+export function parseDuration(s: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(s.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "ms" | "s" | "m" | "h" | "d"];
+}
+const Duration = v.pipe(v.string(), v.check((s) => parseDuration(s) !== undefined, 'must be a duration such as "90s", "15m", "6h", "1d"'));
+
+/** Background verification by the daemon. */
+const VerifySchema = v.strictObject({
+  /** run verify this often (e.g. "6h"); unset: never in the background */
+  interval: v.optional(Duration),
+  /** rows read per second from each side, at most */
+  rows_per_second: positiveInt(50_000),
+  /** keys per hashed chunk */
+  chunk_rows: positiveInt(10_000),
+  /** mend the differences found (position-guarded); otherwise only report them */
+  repair: v.optional(v.boolean(), false),
+  /** how long a differing key may take to catch up before it is reported (Kafka mappings: no WAL position to wait for) */
+  settle: v.optional(Duration, "10s"),
 });
 
 /** The whole sink.toml. */
@@ -144,6 +170,7 @@ export const ConfigSchema = v.pipe(
     debezium: v.optional(DebeziumSchema, {}),
     /** dead letters keep a record's bytes up to this size; beyond it: size, SHA-256 and the first 1 KiB */
     dead_letters: v.optional(v.strictObject({ max_value_bytes: positiveInt(1 << 20) }), { max_value_bytes: 1 << 20 }),
+    verify: v.optional(VerifySchema, { rows_per_second: 50_000, chunk_rows: 10_000, repair: false, settle: "10s" }),
     mappings: v.pipe(v.array(MappingSchema), v.minLength(1, "needs at least one [[mappings]] entry")),
   }),
   v.forward(
@@ -381,6 +408,8 @@ function crossCheck(c: Config, text: string): ConfigIssue[] {
       if (!m.source_table) add(`mappings[${i}].source_table`, "required when source.kind = postgres");
       else if (!/^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$/.test(m.source_table)) add(`mappings[${i}].source_table`, "must be schema.table");
     }
+    if (m.verify_source !== undefined && !sources.has(m.verify_source)) add(`mappings[${i}].verify_source`, `no [[postgres_sources]] named ${m.verify_source}`);
+    if (m.verify_table !== undefined && c.source.kind !== "kafka") add(`mappings[${i}].verify_table`, "only for Kafka mappings (a PostgreSQL mapping verifies its source_table)");
     const id = c.source.kind === "kafka" ? `topic ${m.topic}` : `${m.source}:${m.source_table}`;
     if (seen.has(id)) add(`mappings[${i}]`, `${id} is mapped twice`);
     seen.add(id);
