@@ -3,10 +3,22 @@
 // 5 s; --once stops everything it started and so does Ctrl-C.
 import { expect } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { onCleanup } from "../support/cleanup.ts";
 import { ROOT } from "../support/harness.ts";
 import { stackTest } from "./support.ts";
 
 const stackOfDemo = `${ROOT}.demo/kafka/stack`;
+/** the demo, stopped with SIGTERM (its trap then stops everything it started) should this run end first */
+function demo(args: string[]) {
+  const p = Bun.spawn(["bash", `${ROOT}scripts/demo.sh`, ...args], { stdout: "pipe", stderr: "pipe" });
+  let done = false;
+  void p.exited.then(() => (done = true));
+  onCleanup(() => {
+    if (!done) p.kill("SIGTERM");
+  });
+  return p;
+}
+
 /** processes whose command line names the demo's stack dir (Kafka, Connect, PostgreSQL) */
 const demoProcesses = () =>
   readdirSync("/proc")
@@ -26,7 +38,7 @@ function expectAllStopped() {
 }
 
 stackTest("scripts/demo.sh --kafka --once: connectors RUNNING, every change through Kafka within 5 s, everything stopped", async () => {
-  const p = Bun.spawn(["bash", `${ROOT}scripts/demo.sh`, "--kafka", "--once"], { stdout: "pipe", stderr: "pipe" });
+  const p = demo(["--kafka", "--once"]);
   const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
   if (code !== 0) console.error(out, err);
   expect(code).toBe(0);
@@ -49,7 +61,7 @@ stackTest("scripts/demo.sh --kafka --once: connectors RUNNING, every change thro
 }, 300_000);
 
 stackTest("scripts/demo.sh --kafka stops everything it started on Ctrl-C", async () => {
-  const p = Bun.spawn(["bash", `${ROOT}scripts/demo.sh`, "--kafka"], { stdout: "pipe", stderr: "pipe" });
+  const p = demo(["--kafka"]);
   let out = "";
   const dec = new TextDecoder();
   const reader = p.stdout.getReader();
