@@ -275,15 +275,15 @@ export async function run() {
     for (const setting of SETTINGS.filter((s) => ONLY.test(s.name)))
       for (const size of [2, 4]) rows.push(...(await measure(bootstrap, topics, all, setting, size, round)));
 
-  // table: per setting and group size, the median over rounds of each step
+  // table: per setting and group size, each step's lowest and highest over the rounds
   const keyOf = (r: Row) => `${r.setting}|${r.size}|${r.step}`;
   const groups = new Map<string, number[]>();
   for (const r of rows) groups.set(keyOf(r), [...(groups.get(keyOf(r)) ?? []), r.ms]);
-  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor((a.length - 1) / 2)]!;
-  console.error(`\n${"setting".padEnd(28)} ${"size".padStart(4)}  ${"step".padEnd(24)} ${"ms (median)".padStart(11)}`);
+  const range = (a: number[]) => (Math.min(...a) === Math.max(...a) ? `${a[0]}` : `${Math.min(...a)}-${Math.max(...a)}`);
+  console.error(`\n${"setting".padEnd(28)} ${"size".padStart(4)}  ${"step".padEnd(24)} ${"ms".padStart(11)}`);
   for (const [k, v] of groups) {
     const [setting, size, step] = k.split("|") as [string, string, string];
-    console.error(`${setting.padEnd(28)} ${size.padStart(4)}  ${step.padEnd(24)} ${String(median(v)).padStart(11)}`);
+    console.error(`${setting.padEnd(28)} ${size.padStart(4)}  ${step.padEnd(24)} ${range(v).padStart(11)}`);
   }
   return { bench: "rebalance", brokerProtocols: protocols, topics: TOPICS, partitionsPerTopic: PARTITIONS, rounds: ROUNDS, rows };
 }
