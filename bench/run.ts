@@ -1,4 +1,4 @@
-// bun run bench -- <name>: kafka-consume | kafka-sink | pg-source | upsert-paths | rebalance. The last line printed is JSON.
+// bun run bench -- <name>: kafka-consume | kafka-sink | pg-source | upsert-paths | rebalance | verify. The last line printed is JSON.
 export {};
 const name = process.argv[2];
 const benches: Record<string, () => Promise<unknown>> = {
@@ -7,6 +7,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   "pg-source": () => import("./pg-source.ts").then((m) => m.run()),
   "upsert-paths": () => import("./upsert-paths.ts").then((m) => m.run()),
   rebalance: () => import("./rebalance.ts").then((m) => m.run()),
+  verify: () => import("./verify.ts").then((m) => m.run()),
 };
 if (!name || !benches[name]) {
   console.error(`usage: bun run bench -- <${Object.keys(benches).join("|")}>`);
