@@ -1,138 +1,189 @@
-// 1M Debezium order events (70% c, 25% u, 5% d over 100k keys) from the mock cluster into
-// PostgreSQL through the real pipeline; then latency at a steady produce rate; then a plain
-// row-by-row upsert loop on the same machine for comparison. Batch limits are the daemon's defaults;
-// BENCH_EVENTS and BENCH_BATCH (max_events) change the run.
-import postgres from "postgres";
-import { KafkaConsumer, KafkaProducer, MockCluster } from "../src/kafka/index.ts";
-import { analyticsDb, config, sinkToml, startDaemon, TOPICS } from "../test/support/harness.ts";
-import { startCluster } from "../test/support/pg.ts";
+// The Kafka-mode sink as a user runs it: the daemon with its DEFAULT settings (only the broker, the
+// database and the mapping configured), as a process of its own, reading a backlog of Debezium
+// order events from the real broker (scripts/stack.sh; BENCH_BROKER=mock for librdkafka's mock
+// cluster) and applying it to PostgreSQL. In the same run, the database's own ceiling: one unnest
+// upsert per 5000 of the same final rows, into a table where every row already exists (every row
+// takes the update branch), same columns and bookkeeping. Printed: events/s, the ratio to the
+// ceiling, end-to-end latency p50/p99 at 5k events/s, the daemon's peak RSS.
+//
+// Cases: realistic (BENCH_EVENTS, default 100k and 1M: new ids, updates on recent orders, deletes
+// with tombstones; see orders-stream.ts) and reuse (1M events over 100k keys, the old stream:
+// coalescing hides most of the database work).
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import postgres, { type Sql } from "postgres";
+import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
+import { numberArray, textArray } from "../src/sink/pgarray.ts";
+import { onCleanup, tempDir } from "../test/support/cleanup.ts";
+import { analyticsDb, ROOT, waitFor } from "../test/support/harness.ts";
+import { freePort, startCluster } from "../test/support/pg.ts";
+import { OrdersStream } from "./orders-stream.ts";
+import { createTopics, stack } from "./stack.ts";
 
-const N = Number(process.env.BENCH_EVENTS ?? 1_000_000);
-const KEYS = 100_000;
-const PARTITIONS = 128; // ~330-byte events: keeps each partition under the mock's 5 MiB cap
+const PARTITIONS = 16;
+const TOPIC = "ecom-connector.public.orders";
 
-/** `state`: id -> total_amount in cents of the latest event, for checking what was applied. */
-function makeEvents(n: number, state: Map<number, number>, lsn: { v: number }, rnd: () => number) {
-  const keys: string[] = [];
-  const values: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const r = rnd();
-    const id = Math.floor(rnd() * KEYS);
-    let op = r < 0.7 ? "c" : r < 0.95 ? "u" : "d";
-    if (op !== "c" && !state.has(id)) op = "c";
-    if (op === "c" && state.has(id)) op = "u";
-    lsn.v += 100;
-    const source = { ts_ms: Date.now(), snapshot: "false", lsn: lsn.v, sequence: `["${lsn.v - 50}","${lsn.v}"]`, db: "ecom", schema: "public", table: "orders", txId: i };
-    keys.push(`{"id":${id}}`);
-    if (op === "d") {
-      state.delete(id);
-      values.push(JSON.stringify({ before: { id }, after: null, source, op, ts_ms: Date.now() }));
-    } else {
-      state.set(id, i % 10000);
-      values.push(JSON.stringify({ before: null, after: { id, customer_id: id % 977, status: "paid", total_amount: (i % 10000) / 100, currency: "EUR", created_at: "2024-03-01T10:00:00Z", updated_at: "2024-03-01T10:00:00Z" }, source, op, ts_ms: Date.now() }));
-    }
-  }
-  return { keys, values };
+interface Broker {
+  bootstrap: string;
+  createTopic(name: string): Promise<void>;
 }
 
-function percentile(h: { buckets: readonly number[] }, counts: number[], total: number, q: number): number {
-  let acc = 0;
-  for (let i = 0; i < counts.length; i++) {
-    acc += counts[i]!;
-    if (acc >= q * total) return h.buckets[i]!;
+function broker(): Broker {
+  if (process.env.BENCH_BROKER === "mock") {
+    const mock = new MockCluster(1);
+    onCleanup(() => mock.close());
+    return { bootstrap: mock.bootstrapServers, createTopic: async (t) => mock.createTopic(t, PARTITIONS) };
   }
-  return Infinity;
+  const s = stack();
+  return { bootstrap: s.bootstrap, createTopic: (t) => createTopics(s.bootstrap, [t], PARTITIONS) };
+}
+
+const hwm = (pid: number) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
+
+async function histogram(port: number, name: string): Promise<Array<[number, number]>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return [...text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\d+)$`, "gm"))].map((m) => [m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2])]);
+}
+const quantile = (before: Array<[number, number]>, after: Array<[number, number]>, q: number) => {
+  const d = after.map(([le, c], i) => [le, c - (before[i]?.[1] ?? 0)] as const);
+  const total = d[d.length - 1]![1];
+  return d.find(([, c]) => c >= q * total)?.[0] ?? Infinity;
+};
+
+/** The ceiling: the same final rows upserted by the database itself, 5000 per transaction, every row an update. */
+async function ceiling(sql: Sql, stream: OrdersStream): Promise<number> {
+  await sql`CREATE TABLE fact_orders_ceiling (LIKE fact_orders INCLUDING ALL)`;
+  const ids = [...stream.rows.keys()];
+  const rows = ids.map((id) => stream.rows.get(id)!);
+  const batches: unknown[][] = [];
+  for (let from = 0; from < ids.length; from += 5000) {
+    const n = Math.min(5000, ids.length - from);
+    const at = (f: (i: number) => string) => textArray(n, (i) => f(from + i));
+    batches.push([
+      at((i) => String(ids[i])),
+      at((i) => String(rows[i]!.customer_id)),
+      at((i) => rows[i]!.status),
+      at((i) => String(rows[i]!.cents / 100)),
+      at(() => "EUR"),
+      at((i) => rows[i]!.created_at),
+      at((i) => rows[i]!.updated_at),
+      numberArray(n, (i) => 40_000_000 + from + i),
+      numberArray(n, (i) => 40_000_000 + from + i),
+    ]);
+  }
+  const upsert = (pos: number) => `INSERT INTO fact_orders_ceiling AS t (id, customer_id, status, total_amount, currency, created_at, updated_at, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at)
+SELECT u.id::bigint, u.c::bigint, u.s, u.a::numeric(12,2), u.cur, u.ca::timestamptz, u.ua::timestamptz, u.p + ${pos}, u.l + ${pos}, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::numeric[], $9::numeric[]) AS u(id, c, s, a, cur, ca, ua, p, l)
+ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, total_amount = EXCLUDED.total_amount, currency = EXCLUDED.currency,
+  created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, _cdc_commit_lsn = EXCLUDED._cdc_commit_lsn, _cdc_lsn = EXCLUDED._cdc_lsn, _cdc_synced_at = EXCLUDED._cdc_synced_at
+WHERE (COALESCE(t._cdc_commit_lsn, -1), COALESCE(t._cdc_lsn, -1)) < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
+  for (const b of batches) await sql.begin((tx) => tx.unsafe(upsert(0), b as never[]));
+  await sql`VACUUM ANALYZE fact_orders_ceiling`;
+  const t0 = performance.now();
+  for (const b of batches) await sql.begin((tx) => tx.unsafe(upsert(1_000_000), b as never[]));
+  const secs = (performance.now() - t0) / 1000;
+  await sql`DROP TABLE fact_orders_ceiling`;
+  return secs;
+}
+
+async function runCase(name: string, b: Broker, events: number, shape: "realistic" | "reuse", withLatency: boolean) {
+  // BENCH_STATEMENTS=1: print where the database's time went (pg_stat_statements)
+  const statements = process.env.BENCH_STATEMENTS === "1";
+  const pg = await startCluster(statements ? { settings: { shared_preload_libraries: "'pg_stat_statements'", "pg_stat_statements.track": "all" } } : {});
+  onCleanup(() => pg.kill());
+  const url = await pg.createDatabase("bench");
+  const sql = await analyticsDb(url);
+  const topic = `${TOPIC}.${name}.${process.pid}`;
+  await b.createTopic(topic);
+  const stream = new OrdersStream(shape, PARTITIONS);
+  const producer = new KafkaProducer({ "bootstrap.servers": b.bootstrap, "linger.ms": 20, "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000 });
+  const tp = performance.now();
+  let records = 0;
+  for (let sent = 0; sent < events; sent += 20_000) {
+    const msgs = stream.next(Math.min(20_000, events - sent));
+    records += msgs.length;
+    await producer.produce(topic, msgs);
+  }
+  const flushed = await producer.flush(300_000);
+  if (flushed.failed.length) throw new Error(`${flushed.failed.length} messages not delivered`);
+  console.error(`[${name}] produced ${events} events (${records} records with tombstones) in ${((performance.now() - tp) / 1000).toFixed(1)} s`);
+
+  // the daemon with its defaults: broker, database, one mapping, an HTTP port to read its metrics
+  const port = await freePort();
+  const dir = tempDir("cdc-sink-bench-");
+  const file = join(dir, "sink.toml");
+  writeFileSync(file, `[kafka]\nbootstrap_servers = "${b.bootstrap}"\ngroup_id = "bench-${name}-${process.pid}"\n[postgres]\nurl = "${url}"\n[http]\nlisten = "127.0.0.1:${port}"\n[[mappings]]\ntopic = "${topic}"\ntable = "fact_orders"\n`);
+  // BENCH_PROFILE=DIR: the daemon writes a CPU profile (markdown) there
+  const profile = process.env.BENCH_PROFILE ? ["--cpu-prof-md", "--cpu-prof-dir", process.env.BENCH_PROFILE] : [];
+  const proc = Bun.spawn([process.execPath, ...profile, `${ROOT}src/main.ts`, "run", "--config", file], { stdout: "ignore", stderr: "pipe" });
+  onCleanup(() => proc.kill("SIGKILL"));
+  const logs = new Response(proc.stderr).text();
+  const applied = async () => Number((await sql`SELECT coalesce(sum(position), 0)::bigint AS n FROM cdc_sink.checkpoints`)[0]!.n);
+  await waitFor("the daemon to start consuming", async () => (await applied()) > 0, 120_000).catch(async (e) => {
+    proc.kill();
+    throw new Error(`${(e as Error).message}\n${(await logs).slice(-2000)}`);
+  });
+  const t0 = performance.now();
+  const first = await applied();
+  while ((await applied()) < records) {
+    if (proc.exitCode !== null) throw new Error(`the daemon exited: ${(await logs).slice(-2000)}`);
+    if (performance.now() - t0 > 900_000) throw new Error("backlog not applied in 900 s");
+    await Bun.sleep(20);
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const eventsPerSec = Math.round((events * (records - first)) / records / secs);
+  const peakRss = hwm(proc.pid);
+  const [rows, cents] = stream.totals();
+  const [got] = await sql`SELECT count(*)::int AS n, coalesce(sum(total_amount) * 100, 0)::bigint AS c FROM fact_orders`;
+  if (got!.n !== rows || Number(got!.c) !== cents) throw new Error(`fact_orders has ${got!.n} rows summing to ${got!.c} cents, expected ${rows} and ${cents}`);
+  const metricsText = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const batches = Number(/cdc_sink_batches_total (\d+)/.exec(metricsText)![1]);
+  const applySecs = Number(/cdc_sink_apply_duration_seconds_sum (\S+)/.exec(metricsText)![1]);
+
+  let p50: number | undefined;
+  let p99: number | undefined;
+  if (withLatency) {
+    const before = await histogram(port, "cdc_sink_end_to_end_lag_seconds");
+    let target = records;
+    for (let tick = 0; tick < 100; tick++) {
+      const msgs = stream.next(500);
+      target += msgs.length;
+      await producer.produce(topic, msgs);
+      await Bun.sleep(100);
+    }
+    await producer.flush(30_000);
+    await waitFor("latency stream applied", async () => (await applied()) >= target, 60_000);
+    const after = await histogram(port, "cdc_sink_end_to_end_lag_seconds");
+    p50 = quantile(before, after, 0.5) * 1000;
+    p99 = quantile(before, after, 0.99) * 1000;
+  }
+  proc.kill("SIGTERM");
+  await proc.exited;
+  await producer.close();
+  if (statements) {
+    await sql`CREATE EXTENSION IF NOT EXISTS pg_stat_statements`;
+    for (const r of await sql`SELECT calls, round(total_exec_time)::int AS ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS q FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
+      console.error(`  ${String(r.ms).padStart(6)} ms ${String(r.calls).padStart(6)} calls ${String(r.rows).padStart(8)} rows  ${r.q}`);
+  }
+
+  const ceilingSecs = await ceiling(sql, stream);
+  const ceilingPerSec = Math.round(events / ceilingSecs);
+  const ratio = Math.round((eventsPerSec / ceilingPerSec) * 100) / 100;
+  console.error(
+    `[${name}] ${events} events -> ${rows} rows in ${secs.toFixed(2)} s: ${eventsPerSec} events/s (${batches} batches, ${applySecs.toFixed(2)} s in apply transactions); database ceiling ${ceilingPerSec} events-equivalent/s (${ceilingSecs.toFixed(2)} s for the same rows): ${ratio}x` +
+      (p50 !== undefined ? `; at 5k events/s p50 <= ${p50} ms, p99 <= ${p99} ms` : "") +
+      `; daemon peak RSS ${(peakRss / 2 ** 20).toFixed(0)} MiB`,
+  );
+  await sql.end();
+  pg.kill();
+  return { case: name, events, rows, eventsPerSec, ceilingPerSec, ratio, p50Ms: p50, p99Ms: p99, peakRssMiB: Math.round(peakRss / 2 ** 20), batches, applySecs: Math.round(applySecs * 100) / 100 };
 }
 
 export async function run() {
-  let seed = 42;
-  // mulberry32: exact in 32-bit integer arithmetic
-  const rnd = () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const pg = await startCluster();
-  const url = await pg.createDatabase("bench");
-  const sql = await analyticsDb(url);
-  const mock = new MockCluster(1);
-  mock.createTopic(TOPICS.orders, PARTITIONS);
-  for (const t of [TOPICS.items, TOPICS.books, TOPICS.inventory]) mock.createTopic(t, 1);
-  const producer = new KafkaProducer({ "bootstrap.servers": mock.bootstrapServers, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000 });
-  const state = new Map<number, number>();
-  const lsn = { v: 1_000_000 };
-  const tp = performance.now();
-  for (let sent = 0; sent < N; sent += 50_000) {
-    const { keys, values } = makeEvents(Math.min(50_000, N - sent), state, lsn, rnd);
-    await producer.produce(TOPICS.orders, keys.map((k, i) => ({ key: k, value: values[i]! })));
-  }
-  await producer.flush(120_000);
-  console.error(`produced ${N} events in ${((performance.now() - tp) / 1000).toFixed(1)} s`);
-  const check = new KafkaConsumer({ "bootstrap.servers": mock.bootstrapServers, "group.id": "bench-check" });
-  let kept = 0;
-  for (let p = 0; p < PARTITIONS; p++) {
-    const w = await check.watermarks(TOPICS.orders, p);
-    kept += w.high - w.low;
-  }
-  await check.close();
-  if (kept !== N) throw new Error(`the mock cluster kept ${kept} of ${N} events: use more partitions`);
-
-  // throughput: the whole backlog
-  const cfg = config(sinkToml({ bootstrap: mock.bootstrapServers, db: url, group: "bench", extra: process.env.BENCH_BATCH ? `[batch]\nmax_events = ${process.env.BENCH_BATCH}` : "" }).replace('"fetch.wait.max.ms" = 10', '"fetch.wait.max.ms" = 10\n"queued.max.messages.kbytes" = 65536'));
-  const sink = await startDaemon(cfg);
-  let t0 = 0;
-  const deadline = Date.now() + 600_000;
-  while (sink.metrics.eventsConsumed.value({ topic: TOPICS.orders }) < N || (await sql`SELECT coalesce(sum(position),0)::int AS n FROM cdc_sink.checkpoints`)[0]!.n < N) {
-    if (Date.now() > deadline) throw new Error(`only ${sink.metrics.eventsConsumed.value({ topic: TOPICS.orders })} of ${N} events consumed in 600 s`);
-    if (!t0 && sink.metrics.eventsConsumed.value({ topic: TOPICS.orders }) > 0) t0 = performance.now();
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const secs = (performance.now() - t0) / 1000;
-  const [{ rows, cents }] = (await sql`SELECT count(*)::int AS rows, (sum(total_amount) * 100)::int8::text AS cents FROM fact_orders`) as unknown as [{ rows: number; cents: string }];
-  const expectCents = [...state.values()].reduce((a, b) => a + b, 0);
-  if (rows !== state.size || Number(cents) !== expectCents) throw new Error(`fact_orders has ${rows} rows summing to ${cents} cents, expected ${state.size} rows summing to ${expectCents}`);
-  const eventsPerSec = Math.round(N / secs);
-  const applySecs = Number(/cdc_sink_apply_duration_seconds_sum (\S+)/.exec(sink.metrics.applyDuration.render())![1]);
-  console.error(`applied ${N} events in ${secs.toFixed(2)} s = ${eventsPerSec} events/s (${rows} rows, ${sink.metrics.batches.value()} batches; ${applySecs.toFixed(2)} s in database transactions)`);
-
-  // latency: produce at a steady 5k events/s for 6 s; end-to-end lag = analytics commit - produce time
-  const hist = sink.metrics.endToEndLag;
-  const countsBefore = hist.render();
-  const rate = 5000;
-  for (let s = 0; s < 60; s++) {
-    const { keys, values } = makeEvents(rate / 10, state, lsn, rnd);
-    await producer.produce(TOPICS.orders, keys.map((k, i) => ({ key: k, value: values[i]! })));
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  await producer.flush();
-  await new Promise((r) => setTimeout(r, 500));
-  await sink.stop();
-  const parse = (text: string) => [...text.matchAll(/le="([^"]+)"\} (\d+)/g)].filter((m) => m[1] !== "+Inf").map((m) => Number(m[2]));
-  const before = parse(countsBefore);
-  const after = parse(hist.render());
-  const cumulative = after.map((c, i) => c - (before[i] ?? 0));
-  const perBucket = cumulative.map((c, i) => c - (i ? cumulative[i - 1]! : 0));
-  const total = cumulative[cumulative.length - 1]!;
-  const p50 = percentile(hist, perBucket, total, 0.5);
-  const p99 = percentile(hist, perBucket, total, 0.99);
-  console.error(`latency at ${rate} events/s: p50 <= ${p50 * 1000} ms, p99 <= ${p99 * 1000} ms (histogram bucket bounds)`);
-
-  // baseline: one INSERT ... ON CONFLICT round trip per event, same table, 20k events
-  const base = postgres(url, { max: 1, onnotice: () => {} });
-  const M = 20_000;
-  const tb = performance.now();
-  for (let i = 0; i < M; i++) {
-    const id = Math.floor(rnd() * KEYS);
-    await base`INSERT INTO fact_orders (id, customer_id, status, total_amount) VALUES (${id}, ${i}, 'paid', ${i / 100})
-      ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id, total_amount = EXCLUDED.total_amount`;
-  }
-  const rowByRow = Math.round(M / ((performance.now() - tb) / 1000));
-  console.error(`row-by-row upsert loop: ${rowByRow} events/s`);
-  await base.end();
-  await sql.end();
-  await producer.close();
-  mock.close();
-  pg.kill();
-  return { bench: "kafka-sink", events: N, eventsPerSec, latencyAt: `${rate} events/s`, p50Ms: p50 * 1000, p99Ms: p99 * 1000, rowByRowEventsPerSec: rowByRow, speedup: Math.round((eventsPerSec / rowByRow) * 10) / 10 };
+  const b = broker();
+  const sizes = process.env.BENCH_EVENTS ? [Number(process.env.BENCH_EVENTS)] : [100_000, 1_000_000];
+  const results = [];
+  for (const n of sizes) results.push(await runCase(`realistic-${n}`, b, n, "realistic", n === sizes[0]));
+  if (!process.env.BENCH_EVENTS) results.push(await runCase("reuse-1000000", b, 1_000_000, "reuse", false));
+  return { bench: "kafka-sink", broker: process.env.BENCH_BROKER === "mock" ? "mock" : "real", results };
 }

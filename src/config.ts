@@ -68,6 +68,8 @@ const PgSourceSchema = v.pipe(
     wal_retained_warn_bytes: v.optional(v.number(), 1024 ** 3),
     /** copy pre-existing rows when the slot is created */
     snapshot: v.optional(v.boolean(), true),
+    /** connections reading each table's snapshot in parallel page ranges (tables over 64 MiB) */
+    snapshot_parallelism: positiveInt(2),
     /** source columns added later: ignore them, or add them to the analytics table */
     new_columns: v.optional(v.picklist(["ignore", "add"]), "ignore"),
   }),

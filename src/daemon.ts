@@ -13,6 +13,7 @@ import type { Target } from "./model.ts";
 import { createPipeline, type Pipeline, type RecordSet, type Source, type Decoder } from "./pipeline.ts";
 import { createSink } from "./sink/apply.ts";
 import { createDatabaseHealth, openAnalytics } from "./sink/database.ts";
+import { createBulkLoader } from "./sink/load.ts";
 import { createCheckpointStore, ensureStateTables } from "./sink/state.ts";
 import { loadTargets } from "./sink/targets.ts";
 import { createKafkaSource, kafkaStream } from "./sources/kafka.ts";
@@ -131,7 +132,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
       onIgnoredColumn: (c) => log.warn("source column has no analytics column; ignored", c),
     });
     for (const t of targets) metrics.eventsConsumed.init({ topic: `${t.mapping.source}.${t.mapping.source_table}` });
-    return build(sql, createPgSource({ config, targets, checkpoints, metrics, log }), decoder);
+    return build(sql, createPgSource({ config, targets, checkpoints, loader: createBulkLoader(sql, config.postgres.state_schema), metrics, log }), decoder);
   }
 
   return {

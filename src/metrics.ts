@@ -146,6 +146,8 @@ export function createMetrics() {
     applyDuration: r.register(new Histogram("cdc_sink_apply_duration_seconds", "Time to apply and commit one batch.", LATENCY_BUCKETS)),
     endToEndLag: r.register(new Histogram("cdc_sink_end_to_end_lag_seconds", "Analytics commit time minus source commit time, per event.", LATENCY_BUCKETS)),
     consumerLag: r.register(new Gauge("cdc_sink_consumer_lag_messages", "Kafka consumer lag per partition (librdkafka statistics).", ["topic", "partition"])),
+    snapshotRows: r.register(new Counter("cdc_sink_snapshot_rows_total", "Rows copied by the initial snapshot (PostgreSQL source), per table.", ["table"])),
+    snapshotRowsEstimated: r.register(new Gauge("cdc_sink_snapshot_rows_estimated", "The source's row estimate of a table whose snapshot is being copied.", ["table"])),
     standby: r.register(new Gauge("cdc_sink_standby", "1 while this instance waits for a replication slot another instance streams from.", ["slot"])),
     walRetained: r.register(new Gauge("cdc_sink_replication_slot_retained_wal_bytes", "WAL retained by the replication slot.", ["slot"])),
     lastCheckpoint: r.register(new Gauge("cdc_sink_last_checkpoint_timestamp_seconds", "Unix time of the last committed checkpoint.")),

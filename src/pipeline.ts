@@ -49,7 +49,8 @@ export interface DecodeStop {
 
 /** Turns a source's records into changes in the batch; dead-letters what cannot be decoded. */
 export interface Decoder<R extends RecordSet> {
-  decode(records: R, batch: ChangeBatch, from?: number): DecodeStop | undefined;
+  /** Decodes records [from, to); stops early only to ask for a schema change. */
+  decode(records: R, batch: ChangeBatch, from: number, to: number): DecodeStop | undefined;
   /** The target of a mapping changed (columns added): use it for what follows. */
   retarget(t: Target): void;
 }
@@ -95,6 +96,9 @@ export interface PipelineDeps<R extends RecordSet> {
   heartbeat?: () => void;
 }
 
+/** Records decoded between two turns of the event loop. */
+const DECODE_SLICE = 500;
+
 export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
   const { source, decoder, sink, metrics, log, database } = deps;
   const stop = new AbortController();
@@ -123,13 +127,21 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
   }
 
   /** Decodes records into the batch, changing analytics tables first where a decoder asks. */
+  // Decoding runs in slices with a turn of the event loop between them: the batch being committed
+  // meanwhile gets its statement results and its COMMIT sent without waiting for a whole read.
   async function decode(records: R, batch: ChangeBatch): Promise<void> {
-    let stop = decoder.decode(records, batch);
-    while (stop) {
-      const request = stop.request;
-      const change = source.describe ? await source.describe(request) : request;
-      decoder.retarget(await untilDone("changing an analytics table", () => sink.evolve(change), { table: request.target.table.name }));
-      stop = decoder.decode(records, batch, stop.at);
+    for (let from = 0; from < records.count; ) {
+      const to = Math.min(records.count, from + DECODE_SLICE);
+      const stop = decoder.decode(records, batch, from, to);
+      if (stop) {
+        const request = stop.request;
+        const change = source.describe ? await source.describe(request) : request;
+        decoder.retarget(await untilDone("changing an analytics table", () => sink.evolve(change), { table: request.target.table.name }));
+        from = stop.at;
+        continue;
+      }
+      from = to;
+      if (from < records.count) await new Promise((r) => setImmediate(r));
     }
   }
 

@@ -202,11 +202,11 @@ export function createDebeziumDecoder(deps: {
   const unknownFields = new Set<string>();
   const reported = new Set<string>();
   return {
-    decode(b: MessageBatch, batch: ChangeBatch) {
+    decode(b: MessageBatch, batch: ChangeBatch, from: number, to: number) {
       const now = Date.now();
       const names = b.topicNames;
       const counts = new Array<number>(names.length).fill(0);
-      for (let i = 0; i < b.count; i++) {
+      for (let i = from; i < to; i++) {
         const ti = b.topicIndex(i);
         counts[ti]!++;
         const topic = names[ti]!;

@@ -123,14 +123,17 @@ function keyCount(v: unknown): number {
   return n;
 }
 
+const QUOTE_COLON = /":/g;
+const SPACED_COLON = /"\s+:/g;
+
 /**
  * Quote-colon pairs in the text: one per key. An escaped quote before a colon inside a string
- * counts too, and whitespace before a colon is counted by a regex: either only sends the text to the
- * exact parser, which then finds no duplicate.
+ * counts too, and whitespace before a colon is counted separately: either only sends the text to
+ * the exact parser, which then finds no duplicate. (A regex count: split or indexOf loops measured slower.)
  */
 function keyMarks(text: string): number {
-  const n = text.split('":').length - 1;
-  return /"\s+:/.test(text) ? n + (text.match(/"\s+:/g)?.length ?? 0) : n;
+  const n = text.match(QUOTE_COLON)?.length ?? 0;
+  return text.includes('" ') || text.includes('"\n') || text.includes('"\t') || text.includes('"\r') ? n + (text.match(SPACED_COLON)?.length ?? 0) : n;
 }
 
 /** Marked strings back to exact numbers. */

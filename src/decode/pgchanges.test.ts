@@ -31,7 +31,7 @@ test("a transaction's changes are positioned (commit LSN, index); its COMMIT mov
     xlog(pgw.delete(16384, ["3", null, null])),
     xlog(pgw.commit(0x200n, 0x230n, T)),
   ];
-  expect(d.decode({ count: items.length, items }, b)).toBeUndefined();
+  expect(d.decode({ count: items.length, items }, b, 0, items.length)).toBeUndefined();
   const cs = b.changes();
   expect(cs.map((c) => [c.kind, c.key, c.commitLsn, c.lsn, c.sourceTs])).toEqual([
     [Kind.Upsert, ["1"], 0x200n, 1n, T],
@@ -43,19 +43,18 @@ test("a transaction's changes are positioned (commit LSN, index); its COMMIT mov
   expect(b.parts.get("pg:slot\u0000ecom")).toEqual({ stream: "pg:slot", part: "ecom", first: 0x200n, next: 0x230n });
 });
 
-test("snapshot rows rank below every streamed change; a truncate goes to the batch, which applies the mapping's policy", () => {
+test("a truncate goes to the batch, which applies the mapping's policy; the snapshot's end moves its checkpoint part", () => {
   const d = createPgChangeDecoder({ sources: [info], targets: [target({ truncate: "truncate" })] });
   const b = new ChangeBatch(limits);
   const items: PgRecord[] = [
     { kind: "restart", source: "ecom", from: 0x100n },
-    { kind: "row", source: "ecom", table: "public.orders", lsn: 0x100n, values: { id: "1", status: "snap", note: null } },
     xlog(rel()),
     xlog(pgw.begin(0x300n, T, 1)),
     xlog(pgw.truncate([16384])),
     xlog(pgw.commit(0x300n, 0x330n, T)),
     { kind: "snapshot-done", source: "ecom" },
   ];
-  d.decode({ count: items.length, items }, b);
+  d.decode({ count: items.length, items }, b, 0, items.length);
   expect(b.truncates.has("fact_orders")).toBe(true);
   expect(b.parts.get("pg:slot\u0000ecom#snapshot")).toEqual({ stream: "pg:slot", part: "ecom#snapshot", first: 0n, next: 1n });
 });
@@ -71,11 +70,11 @@ test("a new source column stops decoding with a request to add it, and decoding 
     xlog(pgw.insert(16384, ["1", "x", "474"])),
     xlog(pgw.commit(0x200n, 0x230n, T)),
   ];
-  const stop = d.decode({ count: items.length, items }, b);
+  const stop = d.decode({ count: items.length, items }, b, 0, items.length);
   expect(stop).toEqual({ at: 2, request: { target: t, add: [{ source: "pages", column: "pages", typeOid: 23, typmod: -1 }] } });
   const wider = resolveTarget(t.mapping, { ...t.table, columns: new Map([...t.table.columns, ["pages", column("pages", "int4")]]) });
   d.retarget(wider);
-  expect(d.decode({ count: items.length, items }, b, stop!.at)).toBeUndefined();
+  expect(d.decode({ count: items.length, items }, b, stop!.at, items.length)).toBeUndefined();
   const [c] = b.changes();
   expect(Object.fromEntries(c!.cols!.map((k, i) => [k, c!.vals![i]]))).toEqual({ id: "1", status: "x", pages: "474" });
 });
@@ -84,7 +83,7 @@ test("after a reconnect, a transaction sent again replaces its earlier part inst
   const d = createPgChangeDecoder({ sources: [info], targets: [target()] });
   const b = new ChangeBatch(limits);
   const first: PgRecord[] = [{ kind: "restart", source: "ecom", from: 0x100n }, xlog(rel()), xlog(pgw.begin(0x200n, T, 1)), xlog(pgw.insert(16384, ["1", "a", null]))];
-  d.decode({ count: first.length, items: first }, b);
+  d.decode({ count: first.length, items: first }, b, 0, first.length);
   const again: PgRecord[] = [
     { kind: "restart", source: "ecom", from: 0x100n },
     xlog(rel()),
@@ -93,7 +92,7 @@ test("after a reconnect, a transaction sent again replaces its earlier part inst
     xlog(pgw.insert(16384, ["2", "b", null])),
     xlog(pgw.commit(0x200n, 0x230n, T)),
   ];
-  d.decode({ count: again.length, items: again }, b);
+  d.decode({ count: again.length, items: again }, b, 0, again.length);
   expect(b.changes().map((c) => [c.key[0], c.lsn])).toEqual([
     ["1", 1n],
     ["2", 2n],

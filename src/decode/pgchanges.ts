@@ -1,21 +1,21 @@
-// pgoutput messages (and snapshot rows) -> changes: the twin of decode/debezium.ts for the
+// pgoutput messages -> changes: the twin of decode/debezium.ts for the
 // PostgreSQL source. Stateful per source: relation messages describe the tables, BEGIN gives the
 // commit position of the changes that follow.
 //
 // Positions: a streamed change is (commit LSN of its transaction, index within it); transactions
 // arrive in commit order, so this orders every change of a key as the source committed them. The
 // snapshot holds exactly the transactions committed before the slot's consistent point S, and every
-// streamed transaction commits after S: snapshot rows are (0, S), below any streamed change,
-// whatever order the two arrive in.
+// streamed transaction commits after S: snapshot rows (copied by sources/postgres/snapshot.ts) are
+// (0, S), below any streamed change.
 import type { ChangeBatch } from "../batch.ts";
 import { type Change, type Coord, Kind, type SchemaChange, type Target } from "../model.ts";
 import type { Decoder, DecodeStop } from "../pipeline.ts";
 import type { PgOutputMessage, Relation } from "./pgoutput.ts";
 
-/** What the PostgreSQL source reads: replication messages and snapshot rows, tagged with their source. */
+/** What the PostgreSQL source reads: replication messages, tagged with their source (snapshot rows go straight to the sink by COPY). */
 export type PgRecord =
   | { kind: "xlog"; source: string; msg: PgOutputMessage }
-  | { kind: "row"; source: string; table: string; lsn: bigint; values: Record<string, string | null> }
+  /** the snapshot's rows are committed: the checkpoint may say so */
   | { kind: "snapshot-done"; source: string }
   /** the replication connection was re-established at `from`: a transaction cut off is sent again in full */
   | { kind: "restart"; source: string; from: bigint };
@@ -70,22 +70,6 @@ export function createPgChangeDecoder(deps: {
       }
     }
     return add.length ? { target: t, add } : undefined;
-  }
-
-  function snapshotRow(src: SourceState, t: Target, lsn: bigint, values: Record<string, string | null>, batch: ChangeBatch, now: number): void {
-    const coord: Coord = { stream: src.info.stream, part: src.snapshotPart, position: 0n };
-    batch.advance(coord, 0n, 0, now);
-    const cols: string[] = [];
-    const vals: (string | null)[] = [];
-    const key: (string | null)[] = new Array(t.key.length).fill(null);
-    for (const [sourceCol, col] of t.columns) {
-      const v = values[sourceCol] ?? null;
-      cols.push(col);
-      vals.push(v);
-      const k = t.keyIndex.get(col);
-      if (k !== undefined) key[k] = v;
-    }
-    batch.add({ target: t, kind: Kind.Upsert, key, keyText: JSON.stringify(key), cols, vals, commitLsn: 0n, lsn, sourceTs: 0, coord }, now);
   }
 
   /** One replication message; returns a columns request when the analytics table must change first. */
@@ -156,20 +140,16 @@ export function createPgChangeDecoder(deps: {
   }
 
   return {
-    decode(records: PgRecords, batch: ChangeBatch, from = 0): DecodeStop | undefined {
+    decode(records: PgRecords, batch: ChangeBatch, from: number, to: number): DecodeStop | undefined {
       const now = Date.now();
       const items = records.items;
       const consumed = new Map<string, number>();
       const count = (label: string) => consumed.set(label, (consumed.get(label) ?? 0) + 1);
       let stop: DecodeStop | undefined;
-      for (let i = from; i < items.length; i++) {
+      for (let i = from; i < to; i++) {
         const r = items[i]!;
         const src = states.get(r.source)!;
-        if (r.kind === "row") {
-          const t = targets.get(tableKey(r.source, r.table));
-          count(`${r.source}.${r.table}`);
-          if (t) snapshotRow(src, t, r.lsn, r.values, batch, now);
-        } else if (r.kind === "snapshot-done") {
+        if (r.kind === "snapshot-done") {
           batch.advance({ stream: src.info.stream, part: src.snapshotPart, position: 0n }, 1n, 0, now);
         } else if (r.kind === "restart") {
           src.txn = undefined;

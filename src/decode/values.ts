@@ -116,6 +116,9 @@ function timeFromTicks(v: number | bigint, unit: number): string {
 
 /** ISO timestamps with astronomical years (Java: -0043 is 44 BC, +10000) -> PostgreSQL's era notation. */
 function isoTimestamp(v: string): string {
+  // the usual case, a four-digit year after the era's start: as it is
+  const c = v.charCodeAt(0);
+  if (c >= 49 && c <= 57 && v.charCodeAt(4) === 45) return v;
   const m = /^([+-]?)(\d{4,})(-.*)$/.exec(v);
   if (!m) return v;
   const year = Number(m[2]) * (m[1] === "-" ? -1 : 1);

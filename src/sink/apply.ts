@@ -101,7 +101,7 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     const soft = softDeleteColumn(t) !== null;
     if (deletes.length) {
       const params: unknown[] = t.key.map((_, i) => textArray(deletes.length, (j) => deletes[j]!.key[i]!));
-      params.push(...positionParams(deletes), t.table.name);
+      params.push(...positionParams(deletes), t.table.name, textArray(deletes.length, (j) => `${deletes[j]!.coord.stream} ${deletes[j]!.coord.part}`));
       if (soft) params.push(numberArray(deletes.length, (j) => deletes[j]!.sourceTs));
       deleted.push(send(s.delete(), params).then((r) => r[0]!.n as number));
     }

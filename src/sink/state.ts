@@ -23,6 +23,14 @@ export async function ensureStateTables(sql: Sql, schema: string): Promise<void>
     await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.tombstones (
       tbl text NOT NULL, key text NOT NULL, commit_lsn numeric(20,0) NOT NULL, lsn numeric(20,0) NOT NULL,
       deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tbl, key))`);
+    // the newest tombstone position per table and source part: new changes above it skip the per-key probe
+    const [horizon] = await tx`SELECT to_regclass(${`${s}.tombstone_horizon`}) AS oid`;
+    await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.tombstone_horizon (
+      tbl text NOT NULL, part text NOT NULL, commit_lsn numeric(20,0) NOT NULL, lsn numeric(20,0) NOT NULL, PRIMARY KEY (tbl, part))`);
+    // tombstones written before the horizon existed: one row per table holds their newest position
+    if (!horizon?.oid)
+      await tx.unsafe(`INSERT INTO ${s}.tombstone_horizon (tbl, part, commit_lsn, lsn)
+        SELECT DISTINCT ON (tbl) tbl, '', commit_lsn, lsn FROM ${s}.tombstones ORDER BY tbl, commit_lsn DESC, lsn DESC`);
     // positions are unsigned 64-bit: installations from before kept them in bigint
     const [old] = await tx`SELECT 1 FROM information_schema.columns WHERE table_schema = ${schema} AND table_name = 'tombstones' AND column_name = 'lsn' AND data_type = 'bigint'`;
     if (old) await tx.unsafe(`ALTER TABLE ${s}.tombstones ALTER COLUMN commit_lsn TYPE numeric(20,0), ALTER COLUMN lsn TYPE numeric(20,0)`);

@@ -5,6 +5,18 @@ import { quoteIdent } from "./schema.ts";
 
 const GUARD = `(COALESCE(t._cdc_commit_lsn, -1), COALESCE(t._cdc_lsn, -1))`;
 
+/**
+ * May a tombstone hold back this change (u)? Only if the table has one at or above the change's
+ * position: the horizon (the newest tombstone position per source part, written with the
+ * tombstones) says so once per statement, and the per-key probe runs only for such changes. A
+ * stream of new changes is newer than every tombstone, so its rows skip the probe. A key's
+ * tombstones come from its own source part, whose checkpoint row this transaction holds locked,
+ * so the horizon read here includes them.
+ */
+export const notDeletedLater = (state: string, tblParam: string) => `(NOT EXISTS (SELECT 1 FROM ${state}.tombstone_horizon WHERE tbl = ${tblParam})
+  OR (u.commit_lsn, u.lsn) > (SELECT commit_lsn, lsn FROM ${state}.tombstone_horizon WHERE tbl = ${tblParam} ORDER BY commit_lsn DESC, lsn DESC LIMIT 1)
+  OR NOT EXISTS (SELECT 1 FROM ${state}.tombstones tb WHERE tb.tbl = ${tblParam} AND tb.key = u.key_text AND (tb.commit_lsn, tb.lsn) >= (u.commit_lsn, u.lsn)))`;
+
 export const softDeleteColumn = (t: Target) => (t.mapping.delete_mode === "soft" ? quoteIdent(t.mapping.soft_delete_column) : null);
 
 const keyMatch = (t: Target) => t.key.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${t.table.columns.get(k)!.sqlType}`).join(" AND ");
@@ -43,7 +55,7 @@ export class TargetStatements {
 SELECT ${cols.map((c, i) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`).join(", ")}, u.commit_lsn, u.lsn, now()${softCol ? `, ${deletedAt}` : ""}
 FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::numeric[], $${n + 2}::numeric[], $${n + 3}::text[]${softCol ? `, $${n + 5}::float8[]` : ""})
   AS u(${cols.map((_, i) => `c${i}`).join(", ")}, commit_lsn, lsn, key_text${softCol ? ", deleted_at" : ""})
-WHERE NOT EXISTS (SELECT 1 FROM ${this.state}.tombstones tb WHERE tb.tbl = $${n + 4} AND tb.key = u.key_text AND (tb.commit_lsn, tb.lsn) >= (u.commit_lsn, u.lsn))
+WHERE ${notDeletedLater(this.state, `$${n + 4}`)}
 ON CONFLICT (${t.key.map(quoteIdent).join(", ")}) DO UPDATE SET ${updates.join(", ")}
 WHERE ${GUARD} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
     this.#upserts.set(sig, q);
@@ -84,7 +96,7 @@ ins AS (INSERT INTO ${t.table.ident} (${cols.map(quoteIdent).join(", ")}, _cdc_c
   AS u(${cols.map((_, i) => `c${i}`).join(", ")}, commit_lsn, lsn, key_text${softCol ? ", deleted_at" : ""})),
 upd AS (UPDATE ${t.table.ident} t SET ${sets.join(", ")} FROM u WHERE ${keyMatch} AND ${GUARD} < (u.commit_lsn, u.lsn) RETURNING 1),
 absent AS (SELECT u.* FROM u WHERE NOT EXISTS (SELECT 1 FROM ${t.table.ident} t WHERE ${keyMatch})
-  AND NOT EXISTS (SELECT 1 FROM ${this.state}.tombstones tb WHERE tb.tbl = $${n + 4} AND tb.key = u.key_text AND (tb.commit_lsn, tb.lsn) >= (u.commit_lsn, u.lsn)))${insert}
+  AND ${notDeletedLater(this.state, `$${n + 4}`)})${insert}
 SELECT (SELECT count(*) FROM upd)::int AS updated, ${absentNotNull.length ? "0" : "(SELECT count(*) FROM ins)::int"} AS inserted,
   ${absentNotNull.length ? "ARRAY(SELECT key_text FROM absent)" : "'{}'::text[]"} AS missing`;
     const out = { sql, absentNotNull };
@@ -93,8 +105,9 @@ SELECT (SELECT count(*) FROM upd)::int AS updated, ${absentNotNull.length ? "0" 
   }
 
   /**
-   * Deletes (soft: flags) rows older than the delete and records the tombstone. Parameters: key
-   * text[] per key column, commit LSNs, LSNs, key texts, the table name; soft: source times (ms).
+   * Deletes (soft: flags) rows older than the delete and records the tombstone and the table's
+   * tombstone horizon. Parameters: key text[] per key column, commit LSNs, LSNs, key texts, the
+   * table name, source parts (stream and part of each change); soft: source times (ms).
    */
   delete(): string {
     if (this.#delete) return this.#delete;
@@ -104,11 +117,15 @@ SELECT (SELECT count(*) FROM upd)::int AS updated, ${absentNotNull.length ? "0" 
     const change = softCol
       ? `UPDATE ${t.table.ident} t SET ${softCol} = CASE WHEN u.ts > 0 THEN to_timestamp(u.ts / 1000.0) ELSE now() END, _cdc_commit_lsn = u.commit_lsn, _cdc_lsn = u.lsn, _cdc_synced_at = now() FROM u`
       : `DELETE FROM ${t.table.ident} t USING u`;
-    this.#delete = `WITH u AS (SELECT * FROM unnest(${keyArrays(t, 1)}, $${k + 1}::numeric[], $${k + 2}::numeric[], $${k + 3}::text[]${softCol ? `, $${k + 5}::float8[]` : ""}) AS u(${keyAliases(t)}, commit_lsn, lsn, key_text${softCol ? ", ts" : ""})),
+    this.#delete = `WITH u AS (SELECT * FROM unnest(${keyArrays(t, 1)}, $${k + 1}::numeric[], $${k + 2}::numeric[], $${k + 3}::text[], $${k + 5}::text[]${softCol ? `, $${k + 6}::float8[]` : ""}) AS u(${keyAliases(t)}, commit_lsn, lsn, key_text, part${softCol ? ", ts" : ""})),
 del AS (${change} WHERE ${keyMatch(t)} AND ${GUARD} < (u.commit_lsn, u.lsn) RETURNING 1),
 tomb AS (INSERT INTO ${this.state}.tombstones (tbl, key, commit_lsn, lsn) SELECT $${k + 4}, key_text, commit_lsn, lsn FROM u
   ON CONFLICT (tbl, key) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, lsn = EXCLUDED.lsn, deleted_at = now()
-  WHERE (tombstones.commit_lsn, tombstones.lsn) < (EXCLUDED.commit_lsn, EXCLUDED.lsn))
+  WHERE (tombstones.commit_lsn, tombstones.lsn) < (EXCLUDED.commit_lsn, EXCLUDED.lsn)),
+horizon AS (INSERT INTO ${this.state}.tombstone_horizon (tbl, part, commit_lsn, lsn)
+  SELECT DISTINCT ON (part) $${k + 4}, part, commit_lsn, lsn FROM u ORDER BY part, commit_lsn DESC, lsn DESC
+  ON CONFLICT (tbl, part) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, lsn = EXCLUDED.lsn
+  WHERE (tombstone_horizon.commit_lsn, tombstone_horizon.lsn) < (EXCLUDED.commit_lsn, EXCLUDED.lsn))
 SELECT count(*)::int AS n FROM del`;
     return this.#delete;
   }
@@ -138,6 +155,7 @@ SELECT count(*)::int AS n FROM del`;
     return [
       [softCol ? `UPDATE ${t.table.ident} SET ${softCol} = now(), _cdc_synced_at = now() WHERE ${softCol} IS NULL` : `DELETE FROM ${t.table.ident}`, []],
       [`DELETE FROM ${this.state}.tombstones WHERE tbl = $1`, [t.table.name]],
+      [`DELETE FROM ${this.state}.tombstone_horizon WHERE tbl = $1`, [t.table.name]],
     ];
   }
 }

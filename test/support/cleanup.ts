@@ -39,5 +39,6 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
 const bunTest = (globalThis as { Bun?: unknown }).Bun && process.env.NODE_ENV === "test";
 if (bunTest) {
   const { afterAll } = await import("bun:test");
-  afterAll(cleanupAll);
+  // stopping clusters and removing their data directories takes seconds
+  afterAll(cleanupAll, 120_000);
 }

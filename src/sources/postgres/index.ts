@@ -14,6 +14,7 @@ import type { Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
 import type { SchemaChange, Target } from "../../model.ts";
 import type { CheckpointStore, CommittedPart, Source } from "../../pipeline.ts";
+import type { BulkLoader } from "../../sink/load.ts";
 import { ensurePublication, openSource, pgStream, prepareSlot, slotName } from "./setup.ts";
 import { startSnapshot } from "./snapshot.ts";
 import { createReplicationStream, type ReplicationStream } from "./stream.ts";
@@ -40,8 +41,9 @@ class SlotReader {
   /** end LSN the analytics database committed */
   #acked = 0n;
   #snapshotDone = true;
-  #closed = false;
-  #room: Array<() => void> = [];
+  /** the snapshot is being copied: streamed changes wait (they may touch rows the copy brings) */
+  #copying = false;
+  #closing = new AbortController();
   #walTimer: ReturnType<typeof setInterval> | undefined;
   admin!: Sql;
   replication!: ReplicationStream;
@@ -51,7 +53,8 @@ class SlotReader {
 
   constructor(
     readonly cfg: PgSourceConfig,
-    readonly tables: Map<string, string[]>,
+    readonly tables: Map<string, Target>,
+    readonly loader: BulkLoader,
     readonly checkpoints: CheckpointStore,
     readonly policy: RetryPolicy,
     readonly metrics: Metrics,
@@ -73,7 +76,7 @@ class SlotReader {
 
   /** Takes up to `max` records, noting the transaction boundaries the pipeline has been handed. */
   take(max: number, out: PgRecord[]): number {
-    const n = Math.min(max, this.queued);
+    const n = this.#copying ? 0 : Math.min(max, this.queued);
     for (let i = 0; i < n; i++) {
       const r = this.#items[this.#head++]!;
       if (r.kind === "xlog") {
@@ -92,10 +95,7 @@ class SlotReader {
       this.#items = this.#items.slice(this.#head);
       this.#head = 0;
     }
-    if (this.queued < QUEUE_LOW) {
-      this.replication.resume();
-      for (const r of this.#room.splice(0)) r();
-    }
+    if (this.queued < QUEUE_LOW) this.replication.resume();
     return n;
   }
 
@@ -133,8 +133,8 @@ class SlotReader {
       onData: (d) => d.kind === "xlog" && this.push({ kind: "xlog", source: this.cfg.name, msg: d.msg }),
       onStart: (from) => {
         // what the previous connection queued is sent again from the confirmed position (a transaction
-        // cut off mid-way in full); queued snapshot rows stay
-        this.#items = this.#items.slice(this.#head).filter((r) => r.kind === "row" || r.kind === "snapshot-done");
+        // cut off mid-way in full)
+        this.#items = this.#items.slice(this.#head).filter((r) => r.kind === "snapshot-done");
         this.#head = 0;
         this.#inTxn = false;
         this.#readEnd = from;
@@ -142,22 +142,36 @@ class SlotReader {
       },
       flushPosition: () => this.flushPosition(),
     });
+    let copy: Promise<void> | undefined;
     if (slot.snapshot) {
       this.#snapshotDone = false;
-      await startSnapshot({
-        cfg: this.cfg,
-        snapshot: slot.snapshot,
-        tables: this.tables,
-        push: (r) => this.push(r),
-        room: () => (this.queued > QUEUE_HIGH && !this.#closed ? new Promise((r) => this.#room.push(r)) : Promise.resolve()),
-        closed: () => this.#closed,
-        log: this.log,
-        onError: (e) => this.metrics.errors.inc({ stage: "source", code: errorCode(e) }),
-      });
+      this.#copying = true;
+      copy = (await startSnapshot({ cfg: this.cfg, snapshot: slot.snapshot, tables: this.tables, loader: this.loader, metrics: this.metrics, log: this.log })).done;
     }
     await this.replication.start(repl, slot.from);
+    copy?.then(
+      () => {
+        this.#copying = false;
+        // committed with the next batch: a restart before that copies again, position-guarded
+        this.push({ kind: "snapshot-done", source: this.cfg.name });
+      },
+      (e) => void this.snapshotFailed(e),
+    );
     this.#walTimer = setInterval(() => void this.updateWalRetained(), 10_000);
     void this.updateWalRetained();
+  }
+
+  /** The copy failed (the analytics database went away, say): start over; the slot is re-created and the rows merged. */
+  async snapshotFailed(e: unknown): Promise<void> {
+    this.metrics.errors.inc({ stage: "source", code: errorCode(e) });
+    this.log.error("snapshot failed; starting it again", errorInfo(e));
+    await this.replication.close();
+    if (this.#walTimer) clearInterval(this.#walTimer);
+    await retry(() => this.start(), {
+      policy: this.policy,
+      signal: this.#closing.signal,
+      onError: (err, attempt, waitMs) => this.log.error("starting replication failed; retrying", { ...errorInfo(err), attempt, retryInMs: waitMs }),
+    }).catch(() => {});
   }
 
   acknowledge(parts: CommittedPart[]): void {
@@ -178,8 +192,7 @@ class SlotReader {
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
-    for (const r of this.#room.splice(0)) r();
+    this.#closing.abort();
     if (this.#walTimer) clearInterval(this.#walTimer);
     await this.replication?.close();
     await this.admin?.end({ timeout: 2 }).catch(() => {});
@@ -190,13 +203,13 @@ class SlotReader {
 export const pgSourceInfo = (config: Config): PgSourceInfo[] =>
   config.postgres_sources.map((s) => ({ name: s.name, stream: pgStream(s), newColumns: s.new_columns }));
 
-export function createPgSource(deps: { config: Config; targets: Target[]; checkpoints: CheckpointStore; metrics: Metrics; log: Logger }): Source<PgRecords> {
+export function createPgSource(deps: { config: Config; targets: Target[]; checkpoints: CheckpointStore; loader: BulkLoader; metrics: Metrics; log: Logger }): Source<PgRecords> {
   const { config, metrics } = deps;
   const policy = { initialMs: config.retry.initial_ms, maxMs: config.retry.max_ms };
   const readers = config.postgres_sources.map((s) => {
-    const tables = new Map<string, string[]>();
-    for (const t of deps.targets) if (t.mapping.source === s.name) tables.set(t.mapping.source_table!, [...t.columns.keys()]);
-    return new SlotReader(s, tables, deps.checkpoints, policy, metrics, deps.log.child({ source: s.name }));
+    const tables = new Map<string, Target>();
+    for (const t of deps.targets) if (t.mapping.source === s.name) tables.set(t.mapping.source_table!, t);
+    return new SlotReader(s, tables, deps.loader, deps.checkpoints, policy, metrics, deps.log.child({ source: s.name }));
   });
   const byName = new Map(readers.map((r) => [r.cfg.name, r]));
   const take = (max: number): PgRecords => {

@@ -1,59 +1,138 @@
 // The initial snapshot: existing rows read inside the snapshot the slot exported at its consistent
-// point, so that together with the stream from that point every change is seen exactly once.
+// point S, so that together with the stream from S every change is seen exactly once. Rows go
+// source COPY -> analytics COPY without being decoded (an empty table takes them directly; a table
+// with rows, from a snapshot a crash interrupted, merges them position-guarded), each table read
+// in `parallelism` ranges of its pages by as many connections that all imported the snapshot. Rows
+// carry position (0, S): below every streamed change.
+import { Transform } from "node:stream";
+import type { Sql } from "postgres";
 import type { PgSourceConfig } from "../../config.ts";
-import type { PgRecord } from "../../decode/pgchanges.ts";
-import { errorInfo } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
+import type { Metrics } from "../../metrics.ts";
+import type { Target } from "../../model.ts";
+import type { BulkLoader } from "../../sink/load.ts";
 import { qualify, quoteIdent } from "../../sink/schema.ts";
 import { openSource } from "./setup.ts";
 
+/** Tables smaller than this many pages (64 MiB) are read in one range. */
+const MIN_PAGES_TO_SPLIT = 8192;
+const PROGRESS_MS = 5000;
+
 export interface SnapshotDeps {
   cfg: PgSourceConfig;
-  /** the exported snapshot and its LSN */
   snapshot: { name: string; lsn: bigint };
-  /** source table -> source columns to read */
-  tables: Map<string, string[]>;
-  push(r: PgRecord): void;
-  /** resolves once the reader may push more (flow control) */
-  room(): Promise<void>;
-  closed(): boolean;
+  /** source table -> target */
+  tables: Map<string, Target>;
+  loader: BulkLoader;
+  metrics: Metrics;
   log: Logger;
-  onError(e: unknown): void;
+}
+
+interface Reader {
+  tx: Sql;
+  end(): Promise<void>;
 }
 
 /**
- * Imports the exported snapshot (it must happen before START_REPLICATION on the exporting
- * connection, which ends the export), then copies in the background. Resolves once imported.
+ * A connection of its own holding a REPEATABLE READ transaction in the exported snapshot until
+ * end(). Plain BEGIN/COMMIT statements on a one-connection pool: a COMMIT queued by sql.begin()
+ * after a COPY TO STDOUT stream sometimes never ran.
  */
-export async function startSnapshot(d: SnapshotDeps): Promise<void> {
-  const reader = openSource(d.cfg);
-  let imported!: () => void;
-  const ready = new Promise<void>((r) => (imported = r));
-  const task = reader.begin("ISOLATION LEVEL REPEATABLE READ READ ONLY", async (tx) => {
-    await tx.unsafe(`SET TRANSACTION SNAPSHOT '${d.snapshot.name.replace(/'/g, "")}'`);
-    imported();
-    for (const [table, cols] of d.tables) {
-      const q = `SELECT ${cols.map((c) => `${quoteIdent(c)}::text`).join(", ")} FROM ${qualify(table)}`;
+async function openReader(cfg: PgSourceConfig, snapshotName: string): Promise<Reader> {
+  const sql = openSource(cfg);
+  try {
+    await sql.unsafe("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    await sql.unsafe(`SET TRANSACTION SNAPSHOT '${snapshotName.replace(/'/g, "")}'`);
+  } catch (e) {
+    await sql.end({ timeout: 1 }).catch(() => {});
+    throw e;
+  }
+  return {
+    tx: sql,
+    async end() {
+      await sql.unsafe("COMMIT").catch(() => {});
+      await sql.end({ timeout: 2 }).catch(() => {});
+    },
+  };
+}
+
+/** Counts COPY text rows (one newline each: newlines inside values are escaped) as they pass. */
+function rowCounter(onRows: (n: number) => void): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
       let n = 0;
-      for await (const rows of tx.unsafe(q).cursor(2000)) {
-        for (const r of rows) d.push({ kind: "row", source: d.cfg.name, table, lsn: d.snapshot.lsn, values: r as Record<string, string | null> });
-        n += rows.length;
-        await d.room();
-        if (d.closed()) return;
-      }
-      d.log.info("snapshot copied", { table, rows: n });
-    }
+      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) n++;
+      onRows(n);
+      done(null, chunk);
+    },
   });
-  task.then(
-    () => {
-      d.push({ kind: "snapshot-done", source: d.cfg.name });
-      void reader.end();
-    },
-    (e) => {
-      d.log.error("snapshot failed; it restarts with the next run", errorInfo(e));
-      d.onError(e);
-      void reader.end();
-    },
-  );
-  await Promise.race([ready, task]);
+}
+
+/** Page ranges as ctid conditions (a TID range scan reads only those pages). */
+function ranges(pages: number, parts: number): string[] {
+  if (parts <= 1 || pages < MIN_PAGES_TO_SPLIT) return [""];
+  const step = Math.ceil(pages / parts);
+  return Array.from({ length: parts }, (_, i) => {
+    const lo = i === 0 ? "" : `ctid >= '(${i * step},0)'::tid`;
+    const hi = i === parts - 1 ? "" : `ctid < '(${(i + 1) * step},0)'::tid`;
+    return `WHERE ${[lo, hi].filter(Boolean).join(" AND ")}`;
+  });
+}
+
+async function copyTable(d: SnapshotDeps, readers: Reader[], table: string, t: Target): Promise<number> {
+  const [stat] = await readers[0]!.tx.unsafe(`SELECT relpages::int AS pages, greatest(reltuples, 0)::bigint AS rows FROM pg_class WHERE oid = $1::regclass`, [qualify(table)]);
+  const estimate = Number(stat?.rows ?? 0);
+  const direct = await d.loader.isEmpty(t);
+  const sourceCols = [...t.columns.keys()];
+  const targetCols = sourceCols.map((c) => t.columns.get(c)!);
+  const select = `${sourceCols.map((c) => `${quoteIdent(c)}::text`).join(", ")}, '0', '${d.snapshot.lsn}', now()::text`;
+  let copied = 0;
+  const started = Date.now();
+  d.metrics.snapshotRowsEstimated.set({ table: t.table.name }, estimate);
+  const progress = setInterval(() => {
+    const secs = (Date.now() - started) / 1000;
+    const rate = copied / secs;
+    d.log.info("snapshot progress", { table, rows: copied, estimate, rowsPerSecond: Math.round(rate), etaSeconds: rate && estimate > copied ? Math.round((estimate - copied) / rate) : undefined });
+  }, PROGRESS_MS);
+  try {
+    await Promise.all(
+      ranges(Number(stat?.pages ?? 0), readers.length).map(async (where, i) => {
+        const rows = await readers[i]!.tx.unsafe(`COPY (SELECT ${select} FROM ${qualify(table)} ${where}) TO STDOUT`).readable();
+        const counted = rows.pipe(
+          rowCounter((n) => {
+            copied += n;
+            d.metrics.snapshotRows.inc({ table: t.table.name }, n);
+          }),
+        );
+        await d.loader.load(t, targetCols, counted, direct);
+      }),
+    );
+  } finally {
+    clearInterval(progress);
+  }
+  d.log.info("snapshot copied", { table, rows: copied, seconds: (Date.now() - started) / 1000, direct });
+  return copied;
+}
+
+/**
+ * Imports the exported snapshot on every reader (before START_REPLICATION on the exporting
+ * connection, which ends the export); resolves with the copy, which runs in the background.
+ */
+export async function startSnapshot(d: SnapshotDeps): Promise<{ done: Promise<void> }> {
+  const parallelism = Math.max(1, d.cfg.snapshot_parallelism);
+  const readers: Reader[] = [];
+  try {
+    for (let i = 0; i < parallelism; i++) readers.push(await openReader(d.cfg, d.snapshot.name));
+  } catch (e) {
+    await Promise.all(readers.map((r) => r.end()));
+    throw e;
+  }
+  const done = (async () => {
+    try {
+      for (const [table, t] of d.tables) await copyTable(d, readers, table, t);
+    } finally {
+      await Promise.all(readers.map((r) => r.end()));
+    }
+  })();
+  return { done };
 }

@@ -33,9 +33,16 @@ export function createReplicationStream(deps: StreamDeps) {
   let paused = false;
   let closed = false;
   let walEnd = 0n;
+  // a status update every 10 s even while the stream is paused (a snapshot copying, a full queue):
+  // the server ends a walsender that hears nothing for wal_sender_timeout
+  const heartbeat = setInterval(() => sendStatus(), 10_000);
+  heartbeat.unref?.();
 
+  let lastSent = -1n;
   function sendStatus(): void {
-    if (copy) copy.write(standbyStatus(deps.flushPosition()));
+    if (!copy) return;
+    lastSent = deps.flushPosition();
+    copy.write(standbyStatus(lastSent));
   }
 
   async function begin(conn: Sql, from: bigint): Promise<void> {
@@ -52,7 +59,9 @@ export function createReplicationStream(deps: StreamDeps) {
       if (m.kind === "other") return;
       if (m.walEnd > walEnd) walEnd = m.walEnd;
       if (m.kind === "keepalive") {
-        if (m.replyRequested) sendStatus();
+        // a reply when asked, and whenever the position to confirm moved (an idle source advances
+        // its slot at once, as PostgreSQL's own subscriber does)
+        if (m.replyRequested || deps.flushPosition() !== lastSent) sendStatus();
       } else deps.onData(m);
     });
     stream.on("error", (e: Error) => log.warn("replication stream error", errorInfo(e)));
@@ -112,6 +121,7 @@ export function createReplicationStream(deps: StreamDeps) {
     sendStatus,
     async close(): Promise<void> {
       closed = true;
+      clearInterval(heartbeat);
       sendStatus();
       copy?.end();
       await repl?.end({ timeout: 2 }).catch(() => {});
