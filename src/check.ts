@@ -8,6 +8,7 @@ import { KafkaConsumer, librdkafkaFeatures, librdkafkaVersion } from "./kafka/in
 import { openAnalytics } from "./sink/database.ts";
 import { loadTargets } from "./sink/targets.ts";
 import { consumerProperties } from "./sources/kafka.ts";
+import { qualify } from "./sink/schema.ts";
 import { openSource, slotState, sourceProblems } from "./sources/postgres/setup.ts";
 
 export interface Finding {
@@ -66,6 +67,26 @@ async function pgSourcePreflight(config: Config, s: Config["postgres_sources"][n
   return out;
 }
 
+/** A [[postgres_sources]] entry Kafka mappings verify against: reachable, and each verify_table readable. */
+async function verifySourcePreflight(config: Config, s: Config["postgres_sources"][number]): Promise<Finding[]> {
+  const out: Finding[] = [];
+  const admin = openSource(s);
+  try {
+    for (const m of config.mappings.filter((m) => m.verify_source === s.name)) {
+      const table = m.verify_table ?? m.topic!.split(".").slice(-2).join(".");
+      try {
+        await admin.unsafe(`SELECT 1 FROM ${qualify(table)} LIMIT 0`);
+        out.push({ level: "ok", text: `verify source ${s.name}: ${table} readable (for ${m.table})` });
+      } catch (e) {
+        out.push({ level: "FAIL", text: `verify source ${s.name}: ${table} (for ${m.table}): ${errorInfo(e).error}` });
+      }
+    }
+  } finally {
+    await admin.end({ timeout: 2 });
+  }
+  return out;
+}
+
 async function analyticsPreflight(config: Config): Promise<Finding[]> {
   const out: Finding[] = [];
   const sql = openAnalytics(config.postgres, 1);
@@ -98,7 +119,8 @@ async function analyticsPreflight(config: Config): Promise<Finding[]> {
 export async function check(config: Config, print: (line: string) => void): Promise<boolean> {
   const findings: Finding[] = [];
   if (config.source.kind === "kafka") findings.push(...(await kafkaPreflight(config)));
-  for (const s of config.postgres_sources) findings.push(...(await pgSourcePreflight(config, s)));
+  // in Kafka mode a [[postgres_sources]] entry is only read by verify: no replication needed
+  for (const s of config.postgres_sources) findings.push(...(await (config.source.kind === "postgres" ? pgSourcePreflight(config, s) : verifySourcePreflight(config, s))));
   findings.push(...(await analyticsPreflight(config)));
   for (const f of findings) if (f.level !== "FAIL") print(`${f.level.padEnd(4)} ${f.text}`);
   const failed = findings.filter((f) => f.level === "FAIL");

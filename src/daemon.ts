@@ -16,6 +16,7 @@ import { createDatabaseHealth, openAnalytics } from "./sink/database.ts";
 import { createBulkLoader } from "./sink/load.ts";
 import { createCheckpointStore, ensureStateTables } from "./sink/state.ts";
 import { loadTargets } from "./sink/targets.ts";
+import { registerVerifyMetrics, startVerifyLoop } from "./verify/index.ts";
 import { createKafkaSource, kafkaStream } from "./sources/kafka.ts";
 import { createPgSource, pgSourceInfo } from "./sources/postgres/index.ts";
 
@@ -43,6 +44,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
   const stopping = new AbortController();
   let lastBeat = Date.now();
   const database = createDatabaseHealth(config.postgres, metrics, log);
+  if (config.verify.interval) registerVerifyMetrics(metrics.registry);
   let source: { status(): { ready: boolean; reason?: string; fatal?: string } } | undefined;
   let pipeline: Pipeline | undefined;
   let port = 0;
@@ -156,6 +158,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
       }
       const sql = openAnalytics(config.postgres);
       database.watch(sql);
+      let verifying: Promise<void> | undefined;
       port = http?.port ?? 0;
       if (http) log.info("http listening", { listen: config.http.listen, port });
       try {
@@ -171,6 +174,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
           throw e;
         }
         pipeline = wire(targets, sql);
+        verifying = startVerifyLoop(config, { metrics, log, signal: stopping.signal });
         if (stopping.signal.aborted) pipeline.stop();
         try {
           await pipeline.run();
@@ -182,6 +186,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
         log.info("stopped cleanly");
         return EXIT.OK;
       } finally {
+        await verifying;
         database.close();
         await http?.close();
         await sql.end({ timeout: 5 });

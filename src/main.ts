@@ -8,6 +8,7 @@ import { createDaemon, EXIT } from "./daemon.ts";
 import { ConfigError, errorInfo } from "./errors.ts";
 import { librdkafkaFeatures, librdkafkaVersion } from "./kafka/index.ts";
 import { createLogger } from "./log.ts";
+import { REPAIR_HELP, runRepair, runVerify, VERIFY_HELP } from "./verify/index.ts";
 
 /** A second signal, or a shutdown longer than this, exits at once. */
 const SHUTDOWN_BUDGET_MS = 25_000;
@@ -21,6 +22,8 @@ Commands:
   run        replicate until SIGTERM/SIGINT (default)
   validate   check the config file offline; exit 0, or 78 listing every problem
   check      online preflight: broker, topics, tables, keys and columns
+  verify     compare the analytics tables with their sources; exit 0 equal, 1 differences
+  repair     verify, then mend the keys that differ (safe while the daemon runs)
 Options:
   --config F   config file (or CDC_SINK_CONFIG)
   --version    print the version and librdkafka's
@@ -31,6 +34,8 @@ Exit codes: 0 ok, 1 runtime failure, 64 usage error, 78 configuration error.
 Every key can be set from the environment (values read as TOML values); "cdc-sink help env"
 lists them all, e.g. CDC_SINK_POSTGRES_URL, CDC_SINK_MAPPINGS_0_TABLE,
 CDC_SINK_KAFKA_PROPERTIES_FETCH_WAIT_MAX_MS. Any key x may be given as x_file (a file's content).`,
+  verify: VERIFY_HELP,
+  repair: REPAIR_HELP,
   run: `Usage: cdc-sink run --config sink.toml
 
 Replicates until SIGTERM/SIGINT: finishes the batch in flight, checkpoints it, leaves the
@@ -50,7 +55,7 @@ source (wal_level, privileges, replica identity, slot and publication) and the a
 Exit 0 when everything is in place, 1 listing what is wrong and how to fix it.`,
 };
 
-const COMMANDS = ["run", "validate", "check", "help"];
+const COMMANDS = ["run", "validate", "check", "verify", "repair", "help"];
 
 interface Args {
   command: string;
@@ -59,6 +64,8 @@ interface Args {
   version: boolean;
   checkFiles: boolean;
   topic?: string;
+  table?: string;
+  json: boolean;
 }
 
 function args(argv: string[]): Args | string {
@@ -72,6 +79,8 @@ function args(argv: string[]): Args | string {
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "v" },
         "check-files": { type: "boolean" },
+        table: { type: "string" },
+        json: { type: "boolean" },
       },
     });
   } catch (e) {
@@ -80,7 +89,7 @@ function args(argv: string[]): Args | string {
   const [command = "run", ...extra] = parsed.positionals;
   if (!COMMANDS.includes(command)) return `unknown command ${command}`;
   if (extra.length > (command === "help" ? 1 : 0)) return `unexpected argument ${extra[command === "help" ? 1 : 0]}`;
-  return { command, config: parsed.values.config, help: parsed.values.help ?? false, version: parsed.values.version ?? false, checkFiles: parsed.values["check-files"] ?? false, topic: extra[0] };
+  return { command, config: parsed.values.config, help: parsed.values.help ?? false, version: parsed.values.version ?? false, checkFiles: parsed.values["check-files"] ?? false, topic: extra[0], table: parsed.values.table, json: parsed.values.json ?? false };
 }
 
 function configOrExit(file: string | undefined, print: (s: string) => void, readFiles = true): Config | number {
@@ -151,6 +160,8 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.OK;
   }
   if (a.command === "check") return (await check(config, out)) ? EXIT.OK : EXIT.FAILURE;
+  if (a.command === "verify" || a.command === "repair")
+    return (a.command === "verify" ? runVerify : runRepair)(config, { table: a.table, json: a.json, print: out, log: createLogger({ level: config.log.level }) });
   return run(config);
 }
 
