@@ -619,6 +619,23 @@ export const CLASSES: Array<{ name: string; weight: number; expect: string; make
     },
   },
   {
+    name: "text-too-long",
+    weight: 2,
+    expect: "text longer than varchar(10)/char(5) allows: dead letter (22001 or at decode naming the column), never truncated",
+    make(g, topic, seed, id) {
+      const { key, value, after } = cloneFor(seed, id);
+      const [col, v] = g.rng.pick([
+        ["c_varchar", "12345678901"],
+        ["c_varchar", "ééééééééééé"],
+        ["c_varchar", "x".repeat(1000)],
+        ["c_char", "abcdef"],
+        ["c_char", "中文中文中文"],
+      ] as const);
+      after.set(col, v);
+      return deadOnly(`${col} <- ${v.length} characters`, stamped(key, value, seed.headers), dead({ codes: ["DECODE", "22001"], column: col }));
+    },
+  },
+  {
     name: "numeric-scale-excess",
     weight: 1,
     expect: "TO DECIDE: more decimals than numeric(p,s) keeps (PostgreSQL rounds on input)",
