@@ -87,7 +87,7 @@ async function consumeAll(bootstrap: string, group: string, s: Setting): Promise
   try {
     while (got < N) {
       if (Date.now() > deadline) throw new Error(`only ${got} of ${N} messages consumed in 120 s`);
-      const b = await c.consume(s.consumeMax, 100);
+      const b = await c.consume(s.consumeMax, 100, 16 << 20);
       if (!b.count) continue;
       const now = performance.now();
       if (!start) start = now;

@@ -8,7 +8,12 @@
 //    read resumes it; after the end of the copy there is no next read, so when CommandComplete and
 //    ReadyForQuery arrived in a later packet the connection stalled for good (the snapshot's
 //    COMMIT never ran). The end of the copy resumes the socket.
-import { readFileSync, writeFileSync } from "node:fs";
+// 3. Each message it sends was copied once more before the socket write (Buffer.from of a buffer
+//    nothing else holds), once more onto the smaller messages still pending, and a Bind once more
+//    to append its Execute, and Bun copies what the socket does not take at once: a 64 MiB value
+//    cost 256 MiB more memory. A large message is sent as it is, after what is pending, 1 MiB at a
+//    time as the socket drains.
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -24,15 +29,76 @@ const patches = [
     from: "  function CopyDone() {\n    stream && stream.push(null)\n    stream = null\n  }",
     to: "  function CopyDone() {\n    stream && stream.push(null)\n    stream = null\n    socket && socket.resume() // patched by cdc-sink (scripts/patch-deps.mjs)\n  }",
   },
+  {
+    what: "write without a copy",
+    from: "    chunk = chunk ? Buffer.concat([chunk, x]) : Buffer.from(x)",
+    to: "    chunk = chunk ? Buffer.concat([chunk, x]) : Buffer.isBuffer(x) ? x : Buffer.from(x) // patched by cdc-sink (scripts/patch-deps.mjs)",
+  },
+  {
+    what: "a large write not copied onto pending ones",
+    from: "    chunk = chunk ? Buffer.concat([chunk, x]) : Buffer.isBuffer(x) ? x : Buffer.from(x) // patched by cdc-sink (scripts/patch-deps.mjs)",
+    to: "    chunk && x.length >= 65536 && nextWrite() // patched by cdc-sink (scripts/patch-deps.mjs)\n    chunk = chunk ? Buffer.concat([chunk, x]) : Buffer.isBuffer(x) ? x : Buffer.from(x) // patched by cdc-sink (scripts/patch-deps.mjs)",
+  },
+  {
+    what: "a large Bind not copied",
+    from: "  function prepared(q) {\n    return Buffer.concat([\n      Bind(q.parameters, q.statement.types, q.statement.name, q.cursorName),\n      q.cursorFn\n        ? Execute('', q.cursorRows)\n        : ExecuteUnnamed\n    ])\n  }",
+    to: "  function prepared(q, direct) { // patched by cdc-sink (scripts/patch-deps.mjs)\n    const bind = Bind(q.parameters, q.statement.types, q.statement.name, q.cursorName)\n        , tail = q.cursorFn ? Execute('', q.cursorRows) : ExecuteUnnamed\n    return direct && bind.length >= 65536 ? (write(bind), tail) : Buffer.concat([bind, tail])\n  }",
+  },
+  {
+    what: "a large Bind not copied (prepared statement)",
+    from: "          ? q.prepared\n            ? prepared(q)\n",
+    to: "          ? q.prepared\n            ? prepared(q, true) // patched by cdc-sink (scripts/patch-deps.mjs)\n",
+  },
+  {
+    what: "a large Bind not copied (described statement)",
+    from: "query.describeFirst && !query.onlyDescribe && (write(prepared(query)), query.describeFirst = false)",
+    to: "query.describeFirst && !query.onlyDescribe && (write(prepared(query, true)), query.describeFirst = false) // patched by cdc-sink (scripts/patch-deps.mjs)",
+  },
+  {
+    what: "a large write paced by drain",
+    from: "    const x = socket.write(chunk, fn)\n    nextWriteTimer !== null && clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n    return x\n  }\n",
+    to: `    const x = paced || chunk.length > 1048576 ? pace(chunk, fn) : socket.write(chunk, fn) // patched by cdc-sink (scripts/patch-deps.mjs)
+    nextWriteTimer !== null && clearImmediate(nextWriteTimer)
+    chunk = nextWriteTimer = null
+    return x
+  }
+
+  // patched by cdc-sink (scripts/patch-deps.mjs): a large message goes to the socket 1 MiB at a
+  // time, each once the last drained (Bun copies what a socket does not take at once)
+  var paced // var: nextWrite runs before this line during connect
+  function pace(x, fn) {
+    const start = !paced
+    start && (paced = { socket, queue: [] })
+    for (let i = 0; i < x.length; i += 1048576) paced.queue.push(x.subarray(i, i + 1048576))
+    fn && paced.queue.push(fn)
+    start && pump()
+    return false
+  }
+  function pump() {
+    while (paced && paced.queue.length) {
+      if (!socket || socket !== paced.socket) return (paced = null)
+      const x = paced.queue.shift()
+      if (typeof x === 'function') { x(); continue }
+      if (!socket.write(x)) return socket.once('drain', pump)
+    }
+    paced = null
+  }
+`,
+  },
 ];
+// Always from the file as installed (kept beside it once), so that running again applies the
+// current patches whatever an earlier version of this script did.
 for (const f of ["src/connection.js", "cjs/src/connection.js", "cf/src/connection.js"]) {
   const file = join(root, f);
-  let text = readFileSync(file, "utf8");
+  const orig = `${file}.orig`;
+  if (!existsSync(orig)) copyFileSync(file, orig);
+  let text = readFileSync(orig, "utf8");
   for (const p of patches) {
-    if (text.includes(p.to)) continue;
     if (!text.includes(p.from)) throw new Error(`patch-deps: ${file} changed; review the postgres.js ${p.what}`);
     text = text.replace(p.from, p.to);
-    console.log(`patch-deps: postgres.js ${p.what} in ${f}`);
   }
-  writeFileSync(file, text);
+  if (readFileSync(file, "utf8") !== text) {
+    writeFileSync(file, text);
+    console.log(`patch-deps: postgres.js ${f}: ${patches.map((p) => p.what).join(", ")}`);
+  }
 }

@@ -39,6 +39,8 @@ export class ChangeBatch {
   readonly parts = new Map<string, PartProgress>();
   events = 0;
   bytes = 0;
+  /** bytes of the largest record */
+  largest = 0;
   firstAt = 0;
 
   constructor(readonly limits: BatchLimits) {}
@@ -52,6 +54,7 @@ export class ChangeBatch {
     } else this.parts.set(k, { stream: coord.stream, part: coord.part, first: coord.position, next });
     this.events++;
     this.bytes += bytes;
+    if (bytes > this.largest) this.largest = bytes;
     if (!this.firstAt) this.firstAt = now;
   }
 

@@ -13,6 +13,7 @@ import type { Target } from "./model.ts";
 import { createPipeline, type Pipeline, type RecordSet, type Source, type Decoder } from "./pipeline.ts";
 import { createSink } from "./sink/apply.ts";
 import { createDatabaseHealth, openAnalytics } from "./sink/database.ts";
+import { Fences } from "./sink/fence.ts";
 import { createBulkLoader } from "./sink/load.ts";
 import { createCheckpointStore, ensureStateTables } from "./sink/state.ts";
 import { loadTargets } from "./sink/targets.ts";
@@ -44,6 +45,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
   const stopping = new AbortController();
   let lastBeat = Date.now();
   const database = createDatabaseHealth(config.postgres, metrics, log);
+  const fences = new Fences();
   if (config.verify.interval) registerVerifyMetrics(metrics.registry);
   let source: { status(): { ready: boolean; reason?: string; fatal?: string } } | undefined;
   let pipeline: Pipeline | undefined;
@@ -99,7 +101,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
       source: s,
       decoder,
       database,
-      sink: createSink({ sql, stateSchema: config.postgres.state_schema, metrics, log, maxValueBytes: config.dead_letters.max_value_bytes }),
+      sink: createSink({ sql, stateSchema: config.postgres.state_schema, metrics, log, maxValueBytes: config.dead_letters.max_value_bytes, fences }),
       limits: { maxEvents: config.batch.max_events, maxBytes: config.batch.max_bytes, maxLatencyMs: config.batch.max_latency_ms },
       retry: policy,
       metrics,
@@ -117,6 +119,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
       const decoder = createDebeziumDecoder({
         stream: kafkaStream(kafka),
         targets,
+        maxValueBytes: config.dead_letters.max_value_bytes,
         onConsumed,
         onDeadLetter: (d) => {
           metrics.errors.inc({ stage: "decode", code: d.code });
@@ -125,7 +128,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
         },
         onUnknownFields: (fields) => log.warn("source fields with no analytics column are ignored", { fields }),
       });
-      return build(sql, createKafkaSource({ config: kafka, topics: targets.map((t) => t.mapping.topic!), checkpoints, retry: policy, metrics, log }), decoder);
+      return build(sql, createKafkaSource({ config: kafka, topics: targets.map((t) => t.mapping.topic!), checkpoints, fences, retry: policy, metrics, log }), decoder);
     }
     const decoder = createPgChangeDecoder({
       sources: pgSourceInfo(config),

@@ -64,10 +64,13 @@ export function isConnectionError(e: unknown): boolean {
   return CONNECTION_CODES.has(code) || /^(08|57P0|53)/.test(code);
 }
 
-/** SQLSTATE classes a retry cannot fix: the row itself is bad. */
+/**
+ * SQLSTATE classes a retry cannot fix: the row itself is bad. 21000 too: two changes of one row in
+ * a statement (keys spelled differently that the column makes equal) — split, each applies alone.
+ */
 export function isDataError(e: unknown): boolean {
   const code = errorCode(e);
-  return /^2[23]/.test(code) || code === "42804" || code === "54000";
+  return /^2[123]/.test(code) || code === "42804" || code === "54000";
 }
 
 export type Cause = "authentication" | "authorization" | "unreachable" | "timeout" | "error";

@@ -17,8 +17,14 @@ export interface ColumnType {
 }
 
 export interface Column extends ColumnType {
-  /** format_type(), e.g. numeric(12,2), for casts */
+  /** format_type(), e.g. numeric(12,2) */
   sqlType: string;
+  /**
+   * The type without its modifier, e.g. character varying: what values are cast to. An explicit
+   * cast to varchar(10) truncates silently; the assignment to the column then rejects a value too
+   * long (22001), which is a dead letter.
+   */
+  castType: string;
   notNull: boolean;
   hasDefault: boolean;
 }
@@ -108,7 +114,20 @@ export interface Change {
   /** soft-delete targets: this upsert also flags the row deleted, at this source time (0: unknown) */
   deletedAt?: number;
   coord: Coord;
-  raw?: { key: string | null; value: string | null };
+  raw?: RawRecord;
+}
+
+/**
+ * The record a change came from, for its dead letter. A value larger than the dead-letter cap is
+ * kept only as its first characters, byte size and SHA-256 (taken at decode, so that the record's
+ * text is not held until the batch commits).
+ */
+export interface RawRecord {
+  key: string | null;
+  value: string | null;
+  valueBytes?: Uint8Array;
+  valueSize?: number;
+  valueSha256?: string;
 }
 
 export const NO_POSITION = -1n;
@@ -122,6 +141,9 @@ export interface DeadLetter {
   /** the record's exact bytes, when the text above is not exact (NUL bytes, invalid UTF-8) */
   keyBytes?: Uint8Array | null;
   valueBytes?: Uint8Array | null;
+  /** set when `value`/`valueBytes` hold only the first bytes of a larger value */
+  valueSize?: number;
+  valueSha256?: string;
   error: string;
   code: string;
 }

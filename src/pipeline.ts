@@ -8,14 +8,18 @@
 import { retry, type RetryPolicy } from "./backoff.ts";
 import { ChangeBatch, type BatchLimits } from "./batch.ts";
 import { errorCode, errorInfo, Stopped } from "./errors.ts";
+import { failpoint } from "./failpoints.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Position, SchemaChange, Target } from "./model.ts";
 import type { DatabaseHealth } from "./sink/database.ts";
+import { Fenced } from "./sink/fence.ts";
 
 /** What a source hands to its decoder. */
 export interface RecordSet {
   readonly count: number;
+  /** bytes of record i, where records can be large (Kafka): a batch then stops at max_bytes */
+  size?(i: number): number;
 }
 
 export interface SourceStatus {
@@ -31,10 +35,12 @@ export interface Source<R extends RecordSet> {
   readonly kind: "kafka" | "postgres";
   /** Connects (retrying while `signal` is not aborted); throws what retrying cannot fix. */
   start(signal: AbortSignal): Promise<void>;
-  /** Up to `max` records; waits up to `waitMs` for the first. */
-  read(max: number, waitMs: number): Promise<R>;
+  /** Up to `max` records (and about `maxBytes`, where records can be large); waits up to `waitMs` for the first. */
+  read(max: number, waitMs: number, maxBytes?: number): Promise<R>;
   /** Fills in the SQL types of columns a decoder found at the source. */
   describe?(change: SchemaChange): Promise<SchemaChange>;
+  /** A batch was dropped uncommitted (fenced): read its records again from the checkpoints. */
+  resync?(): Promise<void>;
   /** The analytics transaction holding these positions committed: acknowledge upstream (offsets, flush LSN). */
   acknowledge(parts: CommittedPart[]): Promise<void>;
   status(): SourceStatus;
@@ -80,6 +86,8 @@ export interface Sink {
 export interface CheckpointStore {
   /** part -> next position, for one stream */
   load(stream: string): Promise<Map<string, Position>>;
+  /** Takes parts over: a new owner generation for each; part -> its position (if any) and generation. */
+  claim(stream: string, parts: string[]): Promise<Map<string, { position: Position | undefined; generation: bigint }>>;
 }
 
 export interface PipelineDeps<R extends RecordSet> {
@@ -98,6 +106,14 @@ export interface PipelineDeps<R extends RecordSet> {
 
 /** Records decoded between two turns of the event loop. */
 const DECODE_SLICE = 500;
+// a record this large is copied several times on its way (text, parameters, buffers)
+const LARGE_RECORD_BYTES = 1 << 20;
+
+function collectGarbage(): void {
+  const g = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
+  if (g.Bun) g.Bun.gc(true);
+  else g.gc?.();
+}
 
 export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
   const { source, decoder, sink, metrics, log, database } = deps;
@@ -117,6 +133,7 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
         wake: () => database.up(),
         onError(e, attempt, waitMs) {
           metrics.errors.inc({ stage: "apply", code: errorCode(e) });
+          if (e instanceof Fenced) throw e;
           database.failed(e);
           if (stop.signal.aborted) throw new Stopped(`shutdown while retrying (${what}); nothing was committed`);
           metrics.retries.inc({ stage: "apply" });
@@ -129,9 +146,19 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
   /** Decodes records into the batch, changing analytics tables first where a decoder asks. */
   // Decoding runs in slices with a turn of the event loop between them: the batch being committed
   // meanwhile gets its statement results and its COMMIT sent without waiting for a whole read.
-  async function decode(records: R, batch: ChangeBatch): Promise<void> {
-    for (let from = 0; from < records.count; ) {
-      const to = Math.min(records.count, from + DECODE_SLICE);
+  // A batch ends at max_bytes even within a read (a few huge records must not make one huge
+  // batch): decoding returns where it stopped, and the rest starts the next batch.
+  async function decode(records: R, batch: ChangeBatch, start: number): Promise<number> {
+    const maxBytes = deps.limits.maxBytes;
+    for (let from = start; from < records.count; ) {
+      if (batch.events && batch.bytes + (records.size?.(from) ?? 0) > maxBytes) return from;
+      let to = Math.min(records.count, from + DECODE_SLICE);
+      if (records.size) {
+        let bytes = batch.bytes + records.size(from);
+        let i = from + 1;
+        for (; i < to && bytes + records.size(i) <= maxBytes; i++) bytes += records.size(i);
+        to = i;
+      }
       const stop = decoder.decode(records, batch, from, to);
       if (stop) {
         const request = stop.request;
@@ -143,11 +170,14 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
       from = to;
       if (from < records.count) await new Promise((r) => setImmediate(r));
     }
+    return records.count;
   }
 
   /** Applies, records and acknowledges one batch; false when shutdown abandoned it uncommitted. */
   async function commit(batch: ChangeBatch): Promise<boolean> {
     const t0 = performance.now();
+    // and before it is applied: what decoding it left behind (the record's text) is freed first
+    if (batch.largest >= LARGE_RECORD_BYTES) collectGarbage();
     let result: ApplyResult;
     try {
       result = await untilDone("applying a batch", () => sink.apply(batch), { events: batch.events });
@@ -155,6 +185,12 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
       if (e instanceof Stopped) {
         log.warn(e.message, { events: batch.events });
         return false;
+      }
+      if (e instanceof Fenced) {
+        // another instance owns these parts now: nothing of this batch may be committed by this one
+        log.warn(e.message, { events: batch.events });
+        await source.resync?.();
+        return true;
       }
       throw e;
     }
@@ -169,6 +205,7 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
     }
     for (const table of batch.tables.values())
       for (const c of table.pending.values()) if (c.sourceTs > 0) metrics.endToEndLag.observe({}, Math.max(0, committedAt - c.sourceTs) / 1000);
+    failpoint("after-commit");
     try {
       await source.acknowledge(result.parts);
     } catch (e) {
@@ -177,6 +214,9 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
       log.warn("acknowledging upstream failed (the position is safe in the checkpoint table)", errorInfo(e));
     }
     log.debug("batch committed", { events: batch.events, applied: result.applied, skipped: result.skipped, deadLetters: result.deadLetters });
+    // a large record leaves copies of it to the collector, which may take its time: collect now,
+    // so that RSS holds one such batch at a time, not several
+    if (batch.largest >= LARGE_RECORD_BYTES) collectGarbage();
     return true;
   }
 
@@ -185,21 +225,38 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
     async run(): Promise<void> {
       await source.start(stop.signal);
       let inflight: Promise<boolean> | undefined;
+      // records read but left for the next batch (it reached max_bytes)
+      let carry: { records: R; from: number } | undefined;
       try {
+        let inflightLargest = 0;
         while (!stop.signal.aborted) {
+          // after a batch with a large record, the next is read only once that one committed and was
+          // collected: memory holds one such batch, not two
+          if (inflight && inflightLargest >= LARGE_RECORD_BYTES) {
+            if (!(await inflight)) break;
+            inflight = undefined;
+          }
           const batch = new ChangeBatch(deps.limits);
           while (!stop.signal.aborted) {
             deps.heartbeat?.();
             // with events pending, take only what is there already: a dry source flushes at once
-            const records = await source.read(Math.max(1, deps.limits.maxEvents - batch.events), batch.events ? 0 : inflight ? 5 : 500);
-            await decode(records, batch);
-            const n = records.count;
+            const input = carry ?? { records: await source.read(Math.max(1, deps.limits.maxEvents - batch.events), batch.events ? 0 : inflight ? 5 : 500, deps.limits.maxBytes - batch.bytes), from: 0 };
+            carry = undefined;
+            const end = await decode(input.records, batch, input.from);
+            if (end < input.records.count) {
+              carry = { records: input.records, from: end };
+              break;
+            }
+            const n = end - input.from;
             if (batch.full(Date.now()) || (batch.events && n === 0)) break;
             if (inflight && !batch.events && n === 0) break;
           }
           if (inflight && !(await inflight)) break;
           inflight = undefined;
-          if (batch.events) inflight = commit(batch);
+          if (batch.events) {
+            inflight = commit(batch);
+            inflightLargest = batch.largest;
+          }
         }
         if (inflight) await inflight;
       } finally {
@@ -210,6 +267,7 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
     /** Stops reading; the batch in flight finishes (or, while retrying, is abandoned uncommitted). */
     stop(): void {
       stop.abort();
+      setImmediate(() => failpoint("during-drain"));
     },
   };
 }

@@ -7,7 +7,8 @@ import { createMetrics } from "../src/metrics.ts";
 import type { Coord } from "../src/model.ts";
 import { createApplier } from "../src/sink/apply.ts";
 import { textArray } from "../src/sink/pgarray.ts";
-import { ensureStateTables } from "../src/sink/state.ts";
+import { Fenced, Fences } from "../src/sink/fence.ts";
+import { createCheckpointStore, ensureStateTables } from "../src/sink/state.ts";
 import { loadTargets } from "../src/sink/targets.ts";
 import { envelope, keyOf, newClock } from "./support/debezium.ts";
 import { analyticsDb, config, sinkToml } from "./support/harness.ts";
@@ -80,5 +81,37 @@ test("a batch nobody applied before is applied whole, with its dead letters and 
   expect((await sql`SELECT id FROM fact_orders ORDER BY id`).map((x) => Number(x.id))).toEqual([0, 2]);
   expect(Number((await sql`SELECT position FROM cdc_sink.dead_letters`)[0]!.position)).toBe(1);
   expect(Number((await sql`SELECT position FROM cdc_sink.checkpoints WHERE part = 'orders/1'`)[0]!.position)).toBe(3);
+  await sql.end();
+});
+
+test("a zombie is fenced: after another instance claimed its partition, its batch commits nothing", async () => {
+  const { sql, orders } = await setup();
+  const store = createCheckpointStore(sql, "cdc_sink");
+  const part = "orders/3";
+  const zombieFences = new Fences();
+  const ownerFences = new Fences();
+  const claim = async (fences: Fences) => {
+    const c = await store.claim("kafka:g", [part]);
+    fences.set(`kafka:g\u0000${part}`, c.get(part)!.generation);
+  };
+  await claim(zombieFences);
+  const clock = newClock();
+  const batchAt = (offset: number, id: number) => {
+    const batch = new ChangeBatch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
+    const coord: Coord = { stream: "kafka:g", part, position: BigInt(offset) };
+    batch.advance(coord, BigInt(offset + 1), 100, Date.now());
+    batch.add(decodeDebezium(orders, keyOf(id), JSON.stringify(envelope(clock, "orders", "c", { after: { id, status: "paid" } })), coord)!, Date.now());
+    return batch;
+  };
+  const zombie = createApplier({ sql, stateSchema: "cdc_sink", log: silentLogger, fences: zombieFences });
+  await zombie(batchAt(0, 1));
+  // the zombie stops; another instance takes the partition over and commits
+  await claim(ownerFences);
+  const owner = createApplier({ sql, stateSchema: "cdc_sink", log: silentLogger, fences: ownerFences });
+  await owner(batchAt(1, 2));
+  // the zombie wakes with a batch the owner has not reached yet: it must not commit it
+  await expect(zombie(batchAt(5, 6))).rejects.toBeInstanceOf(Fenced);
+  expect((await sql`SELECT id::int FROM fact_orders ORDER BY id`).map((r) => r.id)).toEqual([1, 2]);
+  expect(Number((await sql`SELECT position FROM cdc_sink.checkpoints WHERE part = ${part}`)[0]!.position)).toBe(2);
   await sql.end();
 });

@@ -81,7 +81,9 @@ test("the analytics database flapping, then down for 10 s: no crash, the cause n
     await writer;
     await producer.flush(10_000);
   }
-  expect(reasons).toEqual(new Set(["analytics database not usable (unreachable)"]));
+  // refused connections; an attempt that hit its connect timeout while the server was going down is named so
+  expect(reasons.has("analytics database not usable (unreachable)")).toBe(true);
+  expect([...reasons].filter((r) => !/^analytics database not usable \((unreachable|timeout)\)$/.test(r))).toEqual([]);
   expect({ recoveries, slow: recoveries.filter((ms) => ms > 1000) }).toEqual({ recoveries, slow: [] });
   const want = new Map<number, number>();
   for (let i = 0; i < sent; i++) want.set(i % 500, i);

@@ -71,6 +71,37 @@ export const cases: Array<[string, () => Promise<void>]> = [
     },
   ],
   [
+    "consume stops once it holds maxBytes (always taking one), so a few huge records are not all copied at once",
+    async () => {
+      const m = new MockCluster(1);
+      m.createTopic("tb", 1);
+      const p = new KafkaProducer({ "bootstrap.servers": m.bootstrapServers, "linger.ms": 50 });
+      const big = Buffer.alloc(300_000, 0x61);
+      await p.produce("tb", [...Array.from({ length: 5 }, (_, i) => ({ key: `b${i}`, value: big })), ...Array.from({ length: 100 }, (_, i) => ({ key: `s${i}`, value: "x".repeat(100) }))]);
+      assert.deepEqual((await p.flush(10_000)).failed, []);
+      await p.close();
+      const c = new KafkaConsumer({ "bootstrap.servers": m.bootstrapServers, "group.id": "gb", ...fast });
+      c.subscribe(["tb"]);
+      const sizes: number[][] = [];
+      let seen = 0;
+      for (const end = Date.now() + 20_000; seen < 105 && Date.now() < end; ) {
+        // wait for the whole set to be queued, so one call could take them all
+        if (!seen) await new Promise((r) => setTimeout(r, 1000));
+        const b = await c.consume(1000, 200, 250_000);
+        if (!b.count) continue;
+        sizes.push(Array.from({ length: b.count }, (_, i) => b.value(i)!.length));
+        seen += b.count;
+      }
+      await c.close();
+      m.close();
+      assert.equal(seen, 105);
+      // the huge ones one at a time (the first already passes 250 kB), the small ones together
+      for (const s of sizes.slice(0, 5)) assert.deepEqual(s, [300_000]);
+      assert.ok(sizes.length <= 7, `small records in few batches: ${sizes.map((s) => s.length)}`);
+      assert.deepEqual(sizes.flat(), [...Array(5).fill(300_000), ...Array(100).fill(100)]);
+    },
+  ],
+  [
     "tombstones, empty values and null keys stay distinguishable; headers round-trip",
     async () => {
       const m = new MockCluster(1);

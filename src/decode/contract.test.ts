@@ -5,7 +5,7 @@ import { typmodParts } from "../sink/schema.ts";
 import { resolveTarget } from "../sink/targets.ts";
 import { decodingContract } from "./contract.ts";
 
-const column = (name: string, type: string, sqlType: string, typmod = -1, isArray = false): Column => ({ name, type, isArray, ...typmodParts(type, typmod), sqlType, notNull: false, hasDefault: false });
+const column = (name: string, type: string, sqlType: string, typmod = -1, isArray = false): Column => ({ name, type, isArray, ...typmodParts(type, typmod), sqlType, castType: sqlType.replace(/\(.*\)/, ""), notNull: false, hasDefault: false });
 function contract(debezium: Mapping["debezium"]) {
   const cols = [
     column("id", "int8", "bigint"),

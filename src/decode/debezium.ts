@@ -1,6 +1,8 @@
 // Debezium PostgreSQL change events (Kafka Connect JSON, with or without schema) -> changes.
+import { createHash } from "node:crypto";
 import type { ChangeBatch } from "../batch.ts";
 import { DecodeError, errorInfo } from "../errors.ts";
+import { failpoint } from "../failpoints.ts";
 import type { MessageBatch } from "../kafka/index.ts";
 import { type Change, type Coord, Kind, NO_POSITION, type Position, type Target } from "../model.ts";
 import type { Decoder } from "../pipeline.ts";
@@ -23,10 +25,10 @@ function unwrap(doc: unknown): { payload: unknown; schema: Obj | null } {
 function fieldSchemas(schema: Obj | null, field?: string): Map<string, FieldSchema> | undefined {
   if (!schema) return undefined;
   let s: Obj | undefined = schema;
-  if (field) s = (schema.fields as Obj[] | undefined)?.find((f) => f.field === field);
-  const fields = s?.fields as Array<FieldSchema & { field: string }> | undefined;
-  if (!fields) return undefined;
-  return new Map(fields.map((f) => [f.field, f]));
+  if (field) s = Array.isArray(schema.fields) ? (schema.fields as unknown[]).find((f): f is Obj => !!f && typeof f === "object" && (f as Obj).field === field) : undefined;
+  const fields = s?.fields;
+  if (!Array.isArray(fields)) return undefined;
+  return new Map(fields.filter((f): f is FieldSchema & { field: string } => !!f && typeof f === "object" && typeof f.field === "string").map((f) => [f.field, f]));
 }
 
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
@@ -140,7 +142,7 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
     case "r": {
       if (keyText === null) throw new DecodeError(`${op} event has no message key`);
       const after = env.after;
-      if (!after || typeof after !== "object") throw new DecodeError(`${op} event has no after image`);
+      if (!after || typeof after !== "object" || Array.isArray(after)) throw new DecodeError(`${op} event has no after image (an object)`);
       const k = decodeKey(t, keyText);
       const fields = fieldSchemas(schema, "after");
       const cols: string[] = [];
@@ -182,10 +184,10 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
   }
 }
 
-/** The record's bytes when its decoded text does not hold them exactly (NUL, invalid UTF-8); else null. */
+/** The record's bytes when its text cannot be stored exactly (a NUL); else null. */
 function inexact(text: string | null, bytes: Uint8Array | null): Uint8Array | null {
-  if (text === null || bytes === null) return null;
-  return text.includes("\u0000") || !Buffer.from(text, "utf8").equals(bytes) ? bytes : null;
+  // the bytes are UTF-8 (checked before): only a NUL, which PostgreSQL text cannot hold, makes the text inexact
+  return text !== null && bytes !== null && text.includes("\u0000") ? bytes : null;
 }
 
 /** The decode stage of the Kafka source: a consumed batch of Debezium records into the change batch. */
@@ -196,7 +198,17 @@ export function createDebeziumDecoder(deps: {
   onDeadLetter?: (info: { topic: string; partition: number; offset: number; error: string; code: string }) => void;
   onUnknownFields?: (fields: string[]) => void;
   onConsumed?: (topic: string, n: number) => void;
+  /** the dead-letter cap ([dead_letters] max_value_bytes): a larger record is kept as its head, size and SHA-256 */
+  maxValueBytes?: number;
 }): Decoder<MessageBatch> {
+  const maxValueBytes = deps.maxValueBytes ?? 1 << 20;
+  // taken at decode, so that a large record's text is not held until its batch commits
+  const large = (bytes: Buffer, text: string) => ({
+    value: `${text.slice(0, 1024)}…`,
+    valueBytes: Buffer.from(bytes.subarray(0, 1024)),
+    valueSize: bytes.length,
+    valueSha256: createHash("sha256").update(bytes).digest("hex"),
+  });
   const byTopic = new Map<string, Target>();
   for (const t of deps.targets) byTopic.set(t.mapping.topic!, t);
   const unknownFields = new Set<string>();
@@ -216,13 +228,20 @@ export function createDebeziumDecoder(deps: {
         batch.advance(coord, coord.position + 1n, b.size(i), now);
         const t = byTopic.get(topic);
         if (!t) continue;
+        if (i === from + ((to - from) >> 1)) failpoint("mid-decode");
+        // bytes that are not UTF-8 are checked as bytes: a large invalid record is never decoded whole
+        if (!b.keyIsUtf8(i) || !b.valueIsUtf8(i)) {
+          const bytes = (x: Buffer | null) => (x === null ? null : x.toString("utf8", 0, Math.min(x.length, 4096)));
+          const error = "the record is not valid UTF-8 (its bytes are kept in the dead letter)";
+          deps.onDeadLetter?.({ topic, partition, offset, error, code: "INVALID_UTF8" });
+          batch.deadLetter({ coord, table: t.table.name, stage: "decode", key: bytes(b.key(i)), value: bytes(b.value(i)), keyBytes: b.key(i), valueBytes: b.value(i), error, code: "INVALID_UTF8" });
+          continue;
+        }
         const keyText = b.keyText(i);
         const valueText = b.valueText(i);
         try {
-          // U+FFFD in the text: either a real one, or bytes that are not UTF-8 (decoded as U+FFFD)
-          if ((keyText?.includes("\uFFFD") && inexact(keyText, b.key(i))) || (valueText?.includes("\uFFFD") && inexact(valueText, b.value(i))))
-            throw new DecodeError("the record is not valid UTF-8 (its bytes are kept in the dead letter)", "INVALID_UTF8");
           const c = decodeDebezium(t, keyText, valueText, coord, { unknownFields, keyChanged: () => b.headers(i).some(([name]) => name === "__debezium.oldkey") });
+          if (c && valueText !== null && b.valueLength(i) > maxValueBytes) c.raw = { key: keyText, ...large(b.value(i)!, valueText) };
           if (c) batch.add(c, now);
         } catch (e) {
           const { error } = errorInfo(e);
@@ -234,9 +253,8 @@ export function createDebeziumDecoder(deps: {
             table: t.table.name,
             stage: "decode",
             key: keyText,
-            value: valueText,
             keyBytes: inexact(keyText, b.key(i)),
-            valueBytes: inexact(valueText, b.value(i)),
+            ...(valueText !== null && b.valueLength(i) > maxValueBytes ? large(b.value(i)!, valueText) : { value: valueText, valueBytes: inexact(valueText, b.value(i)) }),
             error,
             code,
           });

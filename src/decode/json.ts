@@ -136,6 +136,12 @@ function keyMarks(text: string): number {
   return text.includes('" ') || text.includes('"\n') || text.includes('"\t') || text.includes('"\r') ? n + (text.match(SPACED_COLON)?.length ?? 0) : n;
 }
 
+/** Sets an own property, as JSON.parse does: `__proto__` is a key like any other, never the prototype. */
+function setOwn(o: Record<string, unknown>, k: string, v: unknown): void {
+  if (k === "__proto__") Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+  else o[k] = v;
+}
+
 /** Marked strings back to exact numbers. */
 function restore(v: unknown): unknown {
   if (typeof v === "string") return v.charCodeAt(0) === 0xfdd0 ? exactNumber(v.slice(1)) : v;
@@ -147,7 +153,7 @@ function restore(v: unknown): unknown {
   const o = v as Record<string, unknown>;
   for (const k in o) {
     if (k.charCodeAt(0) === 0xfdd0) throw new JsonError(`invalid JSON: a number where a key is expected (${k.slice(1, 40)})`, -1);
-    o[k] = restore(o[k]);
+    setOwn(o, k, restore(o[k]));
   }
   return o;
 }
@@ -212,7 +218,7 @@ class Parser {
       this.ws();
       if (this.s[this.i] !== ":") this.fail("expected ':'");
       this.i++;
-      o[k] = this.value();
+      setOwn(o, k, this.value());
       this.ws();
       const c = this.s[this.i++];
       if (c === "}") return o;

@@ -7,7 +7,7 @@ import { resolveTarget } from "../sink/targets.ts";
 import { createPgChangeDecoder, type PgRecord } from "./pgchanges.ts";
 import { parsePgOutput } from "./pgoutput.ts";
 
-const column = (name: string, type = "text"): Column => ({ name, type, isArray: false, scale: null, precision: null, sqlType: type, notNull: false, hasDefault: false });
+const column = (name: string, type = "text"): Column => ({ name, type, isArray: false, scale: null, precision: null, sqlType: type, castType: type, notNull: false, hasDefault: false });
 function target(extra: Partial<Mapping> = {}): Target {
   const mapping = { source: "ecom", source_table: "public.orders", table: "fact_orders", rename: {}, delete_mode: "hard", soft_delete_column: "_cdc_deleted_at", truncate: "ignore", ...extra } as Mapping;
   const cols = ["id", "status", "note", "_cdc_commit_lsn", "_cdc_lsn", "_cdc_synced_at"].map((c) => column(c));

@@ -152,7 +152,11 @@ const SPECIAL_DECIMALS: Record<string, string> = { NaN: "NaN", NAN: "NaN", Infin
 const fail = (col: ColumnType, what: string): never => {
   throw new DecodeError(`column ${col.name}: ${what}`);
 };
-const show = (v: unknown) => (typeof v === "string" ? JSON.stringify(v.length > 60 ? `${v.slice(0, 60)}…` : v) : v instanceof JsonNumber ? v.text : typeof v === "bigint" ? v.toString() : JSON.stringify(v)?.slice(0, 60));
+const show = (v: unknown): string => {
+  if (typeof v === "string") return JSON.stringify(v.length > 60 ? `${v.slice(0, 60)}…` : v);
+  if (v !== null && typeof v === "object" && !(v instanceof JsonNumber)) return Array.isArray(v) ? "an array" : "an object";
+  return String(v instanceof JsonNumber ? v.text : v).slice(0, 60);
+};
 
 /** A decimal in exponent notation written out in plain digits, exactly (money does not read exponents). */
 export function plainDecimal(text: string): string {
@@ -219,7 +223,8 @@ function scalarText(v: unknown, col: ColumnType, enc: Encoding, schema?: FieldSc
   if (INT_TYPES.has(type)) {
     if (typeof v === "number" && Number.isInteger(v)) return String(v);
     if (typeof v === "bigint") return v.toString();
-    if (typeof v === "string" && /^-?\d+$/.test(v)) return v;
+    // canonical digits: "042" and 42 must be the same key
+    if (typeof v === "string" && /^[-+]?\d+$/.test(v)) return BigInt(v).toString();
     if (typeof v === "boolean") return v ? "1" : "0";
     return fail(col, `expected an integer, got ${show(v)}`);
   }

@@ -9,7 +9,7 @@ const req = typeof require === "function" ? require : createRequire(import.meta.
 export interface NativeConsumer {
   subscribe(topics: string[]): void;
   unsubscribe(): void;
-  consume(max: number, timeoutMs: number): Promise<RawBatch>;
+  consume(max: number, timeoutMs: number, maxBytes?: number): Promise<RawBatch>;
   seek(tps: TopicPartitionOffset[], timeoutMs: number): Promise<TopicPartitionOffset[]>;
   pause(tps: TopicPartition[]): TopicPartitionOffset[];
   resume(tps: TopicPartition[]): TopicPartitionOffset[];

@@ -1,5 +1,6 @@
 // MessageBatch: a consumed batch as the addon returns it (columns), with per-message accessors.
 import type { ErrorEvent, LogEvent, RawBatch, RebalanceEvent } from "./types.ts";
+import { isUtf8 } from "node:buffer";
 
 /** A consumed batch, columnar; per-message accessors slice the shared buffers lazily. */
 export class MessageBatch {
@@ -57,14 +58,25 @@ export class MessageBatch {
   /** The key as UTF-8 text, `null` when the message has no key. */
   keyText(i: number): string | null {
     this.#keyStart ??= starts(this.#raw.keyLens);
-    this.#keysText ??= wholeText(this.#raw.keys);
+    // null (not ASCII-sized) is an answer too: decoding the whole buffer again per message was quadratic
+    if (this.#keysText === undefined) this.#keysText = wholeText(this.#raw.keys, this.#raw.keyLens);
     return sliceText(this.#raw.keys, this.#keysText, this.#keyStart[i]!, this.#raw.keyLens[i]!);
   }
   /** The value as UTF-8 text, `null` for a tombstone. */
   valueText(i: number): string | null {
     this.#valueStart ??= starts(this.#raw.valueLens);
-    this.#valuesText ??= wholeText(this.#raw.values);
+    if (this.#valuesText === undefined) this.#valuesText = wholeText(this.#raw.values, this.#raw.valueLens);
     return sliceText(this.#raw.values, this.#valuesText, this.#valueStart[i]!, this.#raw.valueLens[i]!);
+  }
+  /** False when the key's bytes are not UTF-8 (checked on the bytes: nothing is decoded). */
+  keyIsUtf8(i: number): boolean {
+    const k = this.key(i);
+    return k === null || isUtf8(k);
+  }
+  /** False when the value's bytes are not UTF-8 (checked on the bytes: nothing is decoded). */
+  valueIsUtf8(i: number): boolean {
+    const v = this.value(i);
+    return v === null || isUtf8(v);
   }
   /** Key plus value bytes of message `i`. */
   size(i: number): number {
@@ -92,12 +104,18 @@ export class MessageBatch {
   }
 }
 
+const LARGE_MESSAGE = 64 << 10;
+
 // One UTF-8 decode for the whole buffer instead of one per message. When the text has as many
 // characters as the buffer has bytes, every byte decoded to exactly one character (a multi-byte
 // character, or an invalid run of two or more bytes replaced by one U+FFFD, makes it shorter), so
 // byte offsets are character offsets and a slice equals that message decoded alone. Otherwise
-// null: messages are decoded one by one.
-function wholeText(buf: Buffer): string | null {
+// null: messages are decoded one by one. So they are too when one is large: its text would stay
+// alive, through the cached whole, as long as the batch.
+function wholeText(buf: Buffer, lens: Int32Array): string | null {
+  for (const len of lens) if (len >= LARGE_MESSAGE) return null;
+  // bytes that are not UTF-8 somewhere: no whole decode (a large invalid record would become a string twice its size)
+  if (!isUtf8(buf)) return null;
   const text = buf.toString("utf8");
   return text.length === buf.length ? text : null;
 }

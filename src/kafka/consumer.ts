@@ -44,12 +44,13 @@ export class KafkaConsumer {
     callSync(() => this.#c.unsubscribe());
   }
 
-  /** Waits up to `timeoutMs` for the first message, then returns whatever is queued (≤ `max`). */
-  async consume(max = 10_000, timeoutMs = 100): Promise<MessageBatch> {
+  /** Waits up to `timeoutMs` for the first message, then returns whatever is queued (≤ `max` messages, about `maxBytes` of keys and values, at least one). */
+  async consume(max = 10_000, timeoutMs = 100, maxBytes = Number.MAX_SAFE_INTEGER): Promise<MessageBatch> {
     if (!Number.isInteger(max) || max < 1) throw new KafkaError(`consume: max must be a positive integer, got ${max}`, "ERR__INVALID_ARG");
+    if (!(maxBytes > 0)) throw new KafkaError(`consume: maxBytes must be positive, got ${maxBytes}`, "ERR__INVALID_ARG");
     if (this.#fatal) throw new KafkaError(this.#fatal.message, this.#fatal.code, { fatal: true });
     if (this.#inflight) throw new KafkaError("consume: a consume call is already in flight", "ERR__STATE");
-    const pending = call(() => this.#c.consume(max, Math.max(0, Math.floor(timeoutMs))));
+    const pending = call(() => this.#c.consume(max, Math.max(0, Math.floor(timeoutMs)), maxBytes));
     this.#inflight = pending;
     try {
       const raw = await pending;

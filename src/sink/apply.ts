@@ -7,11 +7,13 @@ import { createHash } from "node:crypto";
 import type { Sql, TransactionSql } from "postgres";
 import type { ChangeBatch, PartProgress } from "../batch.ts";
 import { isDataError } from "../errors.ts";
+import { failpoint } from "../failpoints.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { type Change, type Coord, type DeadLetter, Kind, partKey, type Target } from "../model.ts";
 import type { ApplyResult, Sink } from "../pipeline.ts";
 import { evolveTable } from "./evolve.ts";
+import { Fenced, type Fences } from "./fence.ts";
 import { numberArray, textArray } from "./pgarray.ts";
 import { quoteIdent } from "./schema.ts";
 import { softDeleteColumn, stateStatements, TargetStatements } from "./statements.ts";
@@ -34,9 +36,13 @@ class AlreadyApplied extends Error {
 const PREPARED = { prepare: true };
 
 /** The analytics database as the pipeline's sink. */
-export function createSink(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger; maxValueBytes?: number }): Sink {
+export function createSink(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger; maxValueBytes?: number; fences?: Fences }): Sink {
   return { apply: createApplier(deps), evolve: (change) => evolveTable(deps.sql, change, deps.log) };
 }
+
+const rawOf = (c: Change) => ({ key: c.raw?.key ?? c.keyText, value: c.raw?.value ?? null, valueBytes: c.raw?.valueBytes, valueSize: c.raw?.valueSize, valueSha256: c.raw?.valueSha256 });
+
+const CAPPED = "record larger than the dead-letter cap: first 1024 bytes kept, with its size and SHA-256";
 
 /** Size of a record's value in bytes: its exact bytes when kept, else its UTF-8 text. */
 const byteLength = (text: string | null, bytes?: Uint8Array | null) => (bytes ? bytes.byteLength : text === null ? 0 : Buffer.byteLength(text));
@@ -46,7 +52,8 @@ const byteLength = (text: string | null, bytes?: Uint8Array | null) => (bytes ? 
  * the table stays small and writing it never costs more than the cap (the record is in the
  * source, found by its coordinates).
  */
-export function capped(d: DeadLetter, max: number): DeadLetter & { valueSize?: number; valueSha256?: string } {
+export function capped(d: DeadLetter, max: number): DeadLetter {
+  if (d.valueSize !== undefined) return { ...d, error: `${d.error} (${CAPPED})` };
   const size = byteLength(d.value, d.valueBytes);
   const keyTooBig = d.key !== null && d.key.length > max;
   if (size <= max && !keyTooBig) return d;
@@ -60,11 +67,11 @@ export function capped(d: DeadLetter, max: number): DeadLetter & { valueSize?: n
     valueBytes: size > max ? (bytes ? bytes.subarray(0, 1024) : null) : d.valueBytes,
     valueSize: size,
     valueSha256: bytes ? createHash("sha256").update(bytes).digest("hex") : undefined,
-    error: size > max || keyTooBig ? `${d.error} (record larger than the dead-letter cap of ${max} bytes: first 1024 kept, with its size and SHA-256)` : d.error,
+    error: size > max || keyTooBig ? `${d.error} (${CAPPED})` : d.error,
   };
 }
 
-export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger; maxValueBytes?: number }) {
+export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger; maxValueBytes?: number; fences?: Fences }) {
   const { sql, metrics, log } = deps;
   const maxValueBytes = deps.maxValueBytes ?? 1 << 20;
   const state = quoteIdent(deps.stateSchema);
@@ -113,15 +120,24 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     const dead: DeadLetter[] = [];
     for (const g of groups.values()) {
       const cols = g[0]!.cols!;
-      const params: unknown[] = cols.map((_, i) => textArray(g.length, (j) => g[j]!.vals![i]!));
-      params.push(...positionParams(g), t.table.name);
-      if (soft) params.push(textArray(g.length, (j) => (g[j]!.deletedAt === undefined ? null : String(g[j]!.deletedAt))));
+      const single = g.length === 1;
+      const deletedAt = (c: Change) => (c.deletedAt === undefined ? null : String(c.deletedAt));
+      let params: unknown[];
+      if (single) {
+        const c = g[0]!;
+        params = [...c.vals!, String(c.commitLsn), String(c.lsn), c.keyText, t.table.name];
+        if (soft) params.push(deletedAt(c));
+      } else {
+        params = cols.map((_, i) => textArray(g.length, (j) => g[j]!.vals![i]!));
+        params.push(...positionParams(g), t.table.name);
+        if (soft) params.push(textArray(g.length, (j) => deletedAt(g[j]!)));
+      }
       if (!g[0]!.partial) {
         // the command tag counts inserted and updated rows: no RETURNING rows to send and parse
-        upserted.push(send(s.upsert(cols), params).then((r) => r.count));
+        upserted.push(send(s.upsert(cols, single), params).then((r) => r.count));
         continue;
       }
-      const partial = s.partialUpsert(cols);
+      const partial = s.partialUpsert(cols, single);
       upserted.push(
         send(partial.sql, params).then((r) => {
           const row = r[0] as unknown as { updated: number; inserted: number; missing: string[] };
@@ -141,7 +157,7 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       .map((c) => {
         const error = `row ${c.keyText} is not in ${t.table.name}, and this update left out NOT NULL column(s) ${absent.join(", ")} (unchanged TOAST values): it cannot be inserted`;
         log.warn("update of a row not stored yet, without its unchanged-TOAST columns; dead-lettered", { table: t.table.name, key: c.keyText, columns: absent });
-        return { coord: c.coord, table: t.table.name, stage: "apply" as const, key: c.raw?.key ?? c.keyText, value: c.raw?.value ?? null, error, code: "TOAST_ROW_MISSING" };
+        return { coord: c.coord, table: t.table.name, stage: "apply" as const, ...rawOf(c), error, code: "TOAST_ROW_MISSING" };
       });
   }
 
@@ -167,7 +183,7 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
         const err = e as { message: string; code?: string };
         // PostgreSQL's message can quote the value: it stays in the dead-letter table, out of the logs
         log.warn("row rejected by the database, dead-lettered", { table: c.target.table.name, key: c.keyText, code: err.code, part: c.coord.part, position: c.coord.position });
-        dead.push({ coord: c.coord, table: c.target.table.name, stage: "apply", key: c.raw?.key ?? c.keyText, value: c.raw?.value ?? null, error: err.message, code: err.code ?? "DATA" });
+        dead.push({ coord: c.coord, table: c.target.table.name, stage: "apply", ...rawOf(c), error: err.message, code: err.code ?? "DATA" });
         return [];
       }
       const mid = changes.length >> 1;
@@ -183,6 +199,7 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
 
   function writeDeadLetters(tx: Tx, all: DeadLetter[]): Promise<unknown> {
     if (!all.length) return Promise.resolve();
+    failpoint("mid-dead-letters");
     const dead = all.map((d) => capped(d, maxValueBytes));
     const n = dead.length;
     const text = (f: (d: DeadLetter) => string | null) => textArray(n, (i) => pgText(f(dead[i]!)));
@@ -209,23 +226,32 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     return tx.unsafe(own.writeDeadLetters, params).execute();
   }
 
-  /** Locks the batch's checkpoint rows; returns the stored position of each part another member already moved past the batch's start. */
+  /**
+   * Locks the batch's checkpoint rows; returns the stored position of each part another member
+   * already moved past the batch's start. Throws Fenced when another instance claimed a part since
+   * this one did.
+   */
   function lockCheckpoints(tx: Tx, parts: PartProgress[]): Promise<Map<string, bigint>> {
     if (!parts.length) return Promise.resolve(new Map());
     const params = [textArray(parts.length, (i) => parts[i]!.stream), textArray(parts.length, (i) => parts[i]!.part)];
-    return tx
-      .unsafe(own.lockCheckpoints, params, PREPARED)
-      .execute()
-      .then((stored) => {
-        const first = new Map(parts.map((p) => [partKey(p), p.first]));
-        const floor = new Map<string, bigint>();
-        for (const r of stored) {
-          const k = partKey(r as unknown as { stream: string; part: string });
-          const pos = BigInt(r.position as string);
-          if (pos > first.get(k)!) floor.set(k, pos);
-        }
-        return floor;
+    // sent together: the claims are read after the checkpoint rows are locked
+    const locked = tx.unsafe(own.lockCheckpoints, params, PREPARED).execute();
+    const claims = deps.fences ? tx.unsafe(own.readClaims, params, PREPARED).execute() : Promise.resolve([]);
+    return Promise.all([locked, claims]).then(([stored, owners]) => {
+      const fenced = owners.filter((r) => {
+        const claimed = deps.fences!.get(partKey(r as unknown as { stream: string; part: string }));
+        return claimed !== undefined && BigInt(r.generation as string) !== claimed;
       });
+      if (fenced.length) throw new Fenced(fenced.map((r) => r.part as string));
+      const first = new Map(parts.map((p) => [partKey(p), p.first]));
+      const floor = new Map<string, bigint>();
+      for (const r of stored) {
+        const k = partKey(r as unknown as { stream: string; part: string });
+        const pos = BigInt(r.position as string);
+        if (pos > first.get(k)!) floor.set(k, pos);
+      }
+      return floor;
+    });
   }
 
   function writeCheckpoints(tx: Tx, parts: PartProgress[]): Promise<unknown> {
@@ -236,6 +262,7 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
 
   /** The usual case, in about three round trips: every statement is sent at once. */
   async function pipelined(tx: Tx, batch: ChangeBatch, parts: PartProgress[]): Promise<Outcome> {
+    failpoint("after-begin");
     const floor = lockCheckpoints(tx, parts);
     const truncated = [...batch.truncates.values()].map((t) => truncate(tx, t));
     const applied = applyAll(tx, batch.changes());
@@ -244,6 +271,8 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
     if (f.size) throw new AlreadyApplied(f);
     const found = counts.flatMap((c) => c.dead ?? []);
     if (found.length) await writeDeadLetters(tx, found);
+    // runs once the COMMIT this return triggers is on its way, before its answer is read
+    setImmediate(() => failpoint("commit-sent"));
     return { counts, dead: [...batch.deadLetters, ...found], floor: f };
   }
 

@@ -14,7 +14,12 @@ export function textArray(n: number, get: (i: number) => string | null): string 
     if (v === null) (nulls ??= new Uint8Array(n))[i] = 1;
     parts[i] = v === null ? "" : SPECIAL.test(v) ? v.replace(SPECIAL_ALL, "\\$&") : v;
   }
-  if (!nulls) return `{"${parts.join('","')}"}`;
+  // the braces and quotes go on the first and last element: one join copies a large value once
+  if (!nulls) {
+    parts[0] = `{"${parts[0]}`;
+    parts[n - 1] = `${parts[n - 1]}"}`;
+    return parts.join('","');
+  }
   for (let i = 0; i < n; i++) parts[i] = nulls[i] ? "NULL" : `"${parts[i]}"`;
   return `{${parts.join(",")}}`;
 }

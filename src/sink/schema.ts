@@ -14,7 +14,7 @@ export async function introspectTable(sql: Sql, name: string): Promise<TableInfo
   const [rel] = await sql`SELECT to_regclass(${ident}) AS oid`;
   if (!rel?.oid) throw new SchemaError([`table ${name} does not exist in the analytics database (apply sql/analytics-ddl.sql)`]);
   const cols = await sql<
-    { name: string; type: string; is_array: boolean; typmod: number; sql_type: string; not_null: boolean; has_default: boolean }[]
+    { name: string; type: string; is_array: boolean; typmod: number; sql_type: string; cast_type: string; not_null: boolean; has_default: boolean }[]
   >`
     SELECT a.attname AS name,
            CASE WHEN t.typcategory = 'A' THEN et.typname
@@ -22,6 +22,8 @@ export async function introspectTable(sql: Sql, name: string): Promise<TableInfo
            t.typcategory = 'A' AS is_array,
            CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod,
            format_type(a.atttypid, a.atttypmod) AS sql_type,
+           -- without the modifier; bpchar by name (format_type says "character", which is char(1))
+           CASE WHEN t.typname = 'bpchar' THEN 'bpchar' WHEN et.typname = 'bpchar' THEN 'bpchar[]' ELSE format_type(a.atttypid, NULL) END AS cast_type,
            a.attnotnull AS not_null, a.atthasdef AS has_default
     FROM pg_attribute a
     JOIN pg_type t ON t.oid = a.atttypid
@@ -36,7 +38,7 @@ export async function introspectTable(sql: Sql, name: string): Promise<TableInfo
     GROUP BY i.indexrelid, i.indisprimary`;
   const columns = new Map<string, Column>();
   for (const c of cols)
-    columns.set(c.name, { name: c.name, type: c.type, isArray: c.is_array, ...typmodParts(c.type, c.typmod), sqlType: c.sql_type, notNull: c.not_null, hasDefault: c.has_default });
+    columns.set(c.name, { name: c.name, type: c.type, isArray: c.is_array, ...typmodParts(c.type, c.typmod), sqlType: c.sql_type, castType: c.cast_type, notNull: c.not_null, hasDefault: c.has_default });
   return {
     name,
     ident,

@@ -1,6 +1,7 @@
 // The sink's own tables in the state schema: checkpoints, dead letters, tombstones of deleted keys.
 import type { Sql } from "postgres";
 import type { CheckpointStore } from "../pipeline.ts";
+import { textArray } from "./pgarray.ts";
 import { quoteIdent } from "./schema.ts";
 import { stateStatements } from "./statements.ts";
 
@@ -18,6 +19,9 @@ export async function ensureStateTables(sql: Sql, schema: string): Promise<void>
       stream text NOT NULL, part text NOT NULL, position text NOT NULL,
       target_table text, stage text NOT NULL, key text, value text, error text NOT NULL, error_code text,
       key_bytes bytea, value_bytes bytea)`);
+    // the owner generation of each part (zombie fencing, sink/fence.ts)
+    await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.claims (
+      stream text NOT NULL, part text NOT NULL, generation bigint NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, part))`);
     await tx.unsafe(`ALTER TABLE ${s}.dead_letters ADD COLUMN IF NOT EXISTS key_bytes bytea, ADD COLUMN IF NOT EXISTS value_bytes bytea,
       ADD COLUMN IF NOT EXISTS value_size bigint, ADD COLUMN IF NOT EXISTS value_sha256 text`);
     await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.tombstones (
@@ -39,11 +43,15 @@ export async function ensureStateTables(sql: Sql, schema: string): Promise<void>
 
 /** Checkpoints as committed with the rows: what each source part resumes from. */
 export function createCheckpointStore(sql: Sql, schema: string): CheckpointStore {
-  const q = stateStatements(quoteIdent(schema)).readCheckpoints;
+  const own = stateStatements(quoteIdent(schema));
   return {
     async load(stream) {
-      const rows = await sql.unsafe(q, [stream]);
+      const rows = await sql.unsafe(own.readCheckpoints, [stream]);
       return new Map(rows.map((r) => [r.part as string, BigInt(r.position as string)]));
+    },
+    async claim(stream, parts) {
+      const rows = await sql.unsafe(own.claimParts, [stream, textArray(parts.length, (i) => parts[i]!)] as never[]);
+      return new Map(rows.map((r) => [r.part as string, { position: r.position === null ? undefined : BigInt(r.position as string), generation: BigInt(r.generation as string) }]));
     },
   };
 }

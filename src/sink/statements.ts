@@ -19,11 +19,18 @@ export const notDeletedLater = (state: string, tblParam: string) => `(NOT EXISTS
 
 export const softDeleteColumn = (t: Target) => (t.mapping.delete_mode === "soft" ? quoteIdent(t.mapping.soft_delete_column) : null);
 
-const keyMatch = (t: Target) => t.key.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${t.table.columns.get(k)!.sqlType}`).join(" AND ");
+const keyMatch = (t: Target) => t.key.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${t.table.columns.get(k)!.castType}`).join(" AND ");
 const keyArrays = (t: Target, from: number) => t.key.map((_, i) => `$${from + i}::text[]`).join(", ");
 const keyAliases = (t: Target) => t.key.map((_, i) => `k${i}`).join(", ");
 
-/** Statements of one target, cached per column set. */
+/**
+ * The one-row form of a statement over unnest(…) of array parameters: each parameter a value, not
+ * an array literal. A large value (a batch of its own) then goes to the wire as it is, without the
+ * escaped copy and the literal an array of one would cost.
+ */
+const scalarParams = (sql: string) => sql.replace(/\$(\d+)::(\w+)\[\]/g, "ARRAY[$$$1::$2]");
+
+/** Statements of one target, cached per column set (and for one row). */
 export class TargetStatements {
   readonly #upserts = new Map<string, string>();
   readonly #partials = new Map<string, { sql: string; absentNotNull: string[] }>();
@@ -39,8 +46,8 @@ export class TargetStatements {
    * Parameters: one text[] per column, commit LSNs numeric[], LSNs numeric[] (exact over 64 bits), key texts text[], the table
    * name; soft-delete targets also the deletion time (ms, NULL for a live row) text[].
    */
-  upsert(cols: string[]): string {
-    const sig = cols.join("\u0000");
+  upsert(cols: string[], single = false): string {
+    const sig = (single ? "1\u0000" : "\u0000") + cols.join("\u0000");
     let q = this.#upserts.get(sig);
     if (q) return q;
     const t = this.target;
@@ -52,12 +59,13 @@ export class TargetStatements {
     if (softCol) updates.push(`${softCol} = EXCLUDED.${softCol}`);
     const deletedAt = "CASE WHEN u.deleted_at IS NULL THEN NULL WHEN u.deleted_at > 0 THEN to_timestamp(u.deleted_at / 1000.0) ELSE now() END";
     q = `INSERT INTO ${t.table.ident} AS t (${cols.map(quoteIdent).join(", ")}, _cdc_commit_lsn, _cdc_lsn, _cdc_synced_at${softCol ? `, ${softCol}` : ""})
-SELECT ${cols.map((c, i) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`).join(", ")}, u.commit_lsn, u.lsn, now()${softCol ? `, ${deletedAt}` : ""}
+SELECT ${cols.map((c, i) => `u.c${i}::${t.table.columns.get(c)!.castType}`).join(", ")}, u.commit_lsn, u.lsn, now()${softCol ? `, ${deletedAt}` : ""}
 FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}, $${n + 1}::numeric[], $${n + 2}::numeric[], $${n + 3}::text[]${softCol ? `, $${n + 5}::float8[]` : ""})
   AS u(${cols.map((_, i) => `c${i}`).join(", ")}, commit_lsn, lsn, key_text${softCol ? ", deleted_at" : ""})
 WHERE ${notDeletedLater(this.state, `$${n + 4}`)}
 ON CONFLICT (${t.key.map(quoteIdent).join(", ")}) DO UPDATE SET ${updates.join(", ")}
 WHERE ${GUARD} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
+    if (single) q = scalarParams(q);
     this.#upserts.set(sig, q);
     return q;
   }
@@ -70,8 +78,8 @@ WHERE ${GUARD} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
    * `missing`, to be dead-lettered. Parameters as for upsert(); returns one row
    * (updated, inserted, missing text[]).
    */
-  partialUpsert(cols: string[]): { sql: string; absentNotNull: string[] } {
-    const sig = cols.join("\u0000");
+  partialUpsert(cols: string[], single = false): { sql: string; absentNotNull: string[] } {
+    const sig = (single ? "1\u0000" : "\u0000") + cols.join("\u0000");
     const cached = this.#partials.get(sig);
     if (cached) return cached;
     const t = this.target;
@@ -79,7 +87,7 @@ WHERE ${GUARD} < (EXCLUDED._cdc_commit_lsn, EXCLUDED._cdc_lsn)`;
     const softCol = softDeleteColumn(t);
     const present = new Set(cols);
     const absentNotNull = [...t.columns.values()].filter((c) => !present.has(c) && t.table.columns.get(c)!.notNull);
-    const cast = (c: string, i: number) => `u.c${i}::${t.table.columns.get(c)!.sqlType}`;
+    const cast = (c: string, i: number) => `u.c${i}::${t.table.columns.get(c)!.castType}`;
     const keyMatch = t.key.map((k) => `t.${quoteIdent(k)} = ${cast(k, cols.indexOf(k))}`).join(" AND ");
     const keySet = new Set(t.key);
     const deletedAt = "CASE WHEN u.deleted_at IS NULL THEN NULL WHEN u.deleted_at > 0 THEN to_timestamp(u.deleted_at / 1000.0) ELSE now() END";
@@ -99,7 +107,7 @@ absent AS (SELECT u.* FROM u WHERE NOT EXISTS (SELECT 1 FROM ${t.table.ident} t 
   AND ${notDeletedLater(this.state, `$${n + 4}`)})${insert}
 SELECT (SELECT count(*) FROM upd)::int AS updated, ${absentNotNull.length ? "0" : "(SELECT count(*) FROM ins)::int"} AS inserted,
   ${absentNotNull.length ? "ARRAY(SELECT key_text FROM absent)" : "'{}'::text[]"} AS missing`;
-    const out = { sql, absentNotNull };
+    const out = { sql: single ? scalarParams(sql) : sql, absentNotNull };
     this.#partials.set(sig, out);
     return out;
   }
@@ -170,6 +178,14 @@ export function stateStatements(state: string) {
       SELECT s, p, pos, now() FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(s, p, pos)
       ON CONFLICT (stream, part) DO UPDATE SET position = GREATEST(checkpoints.position, EXCLUDED.position), updated_at = now()`,
     readCheckpoints: `SELECT part, position FROM ${state}.checkpoints WHERE stream = $1`,
+    /** a new owner's claim: the next generation of each part, with the part's checkpoint if it has one */
+    claimParts: `WITH c AS (INSERT INTO ${state}.claims (stream, part, generation)
+        SELECT $1, p, 1 FROM unnest($2::text[]) AS u(p)
+        ON CONFLICT (stream, part) DO UPDATE SET generation = claims.generation + 1, claimed_at = now()
+        RETURNING part, generation)
+      SELECT c.part, c.generation, k.position FROM c LEFT JOIN ${state}.checkpoints k ON k.stream = $1 AND k.part = c.part`,
+    /** the owner generation of the batch's parts */
+    readClaims: `SELECT stream, part, generation FROM ${state}.claims WHERE (stream, part) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
     writeDeadLetters: `INSERT INTO ${state}.dead_letters (stream, part, position, target_table, stage, key, value, error, error_code, key_bytes, value_bytes, value_size, value_sha256)
       SELECT s, p, pos, tbl, st, k, v, e, c, decode(kb, 'hex'), decode(vb, 'hex'), vs, vh
       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::text[])

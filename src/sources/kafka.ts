@@ -3,10 +3,13 @@
 import { retry, type RetryPolicy } from "../backoff.ts";
 import type { Config } from "../config.ts";
 import { type Cause, causeOf, errorInfo } from "../errors.ts";
+import { failpoint } from "../failpoints.ts";
 import { KafkaConsumer, type MessageBatch, type Properties, type TopicPartition } from "../kafka/index.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
+import { partKey } from "../model.ts";
 import type { CheckpointStore, CommittedPart, Source } from "../pipeline.ts";
+import type { Fences } from "../sink/fence.ts";
 
 // librdkafka log levels are syslog levels
 const LOG_LEVEL = (l: number) => (l <= 3 ? "error" : l <= 4 ? "warn" : l <= 6 ? "info" : "debug") as "error" | "warn" | "info" | "debug";
@@ -47,6 +50,8 @@ export function createKafkaSource(deps: {
   config: KafkaConfig;
   topics: string[];
   checkpoints: CheckpointStore;
+  /** the owner generations this instance claimed, checked by the applier (zombie fencing) */
+  fences?: Fences;
   retry: RetryPolicy;
   metrics: Metrics;
   log: Logger;
@@ -99,8 +104,10 @@ export function createKafkaSource(deps: {
   async function onAssign(parts: TopicPartition[]): Promise<void> {
     for (const p of parts) assigned.add(`${p.topic}/${p.partition}`);
     metrics.up.set({}, assigned.size ? 1 : 0);
-    // positions in the checkpoint table win over Kafka's committed offsets
-    const stored = await retry(() => checkpoints.load(stream), {
+    // positions in the checkpoint table win over Kafka's committed offsets; claiming the parts makes
+    // an instance that owned them before (stopped, not dead) commit nothing more
+    const names = parts.map((p) => `${p.topic}/${p.partition}`);
+    const claimed = await retry(() => checkpoints.claim(stream, names), {
       policy: deps.retry,
       signal: closing.signal,
       onError(e, attempt, waitMs) {
@@ -108,8 +115,9 @@ export function createKafkaSource(deps: {
         log.error("reading checkpoints failed; retrying", { ...errorInfo(e), attempt, retryInMs: waitMs });
       },
     });
+    for (const [part, c] of claimed) deps.fences?.set(partKey({ stream, part }), c.generation);
     const seeks = parts
-      .map((p) => ({ ...p, offset: stored.get(`${p.topic}/${p.partition}`) }))
+      .map((p) => ({ ...p, offset: claimed.get(`${p.topic}/${p.partition}`)?.position }))
       .filter((p): p is TopicPartition & { offset: bigint } => p.offset !== undefined)
       .map((p) => ({ topic: p.topic, partition: p.partition, offset: Number(p.offset) }));
     if (seeks.length) {
@@ -121,6 +129,7 @@ export function createKafkaSource(deps: {
   }
 
   function onRevoke(parts: TopicPartition[]): void {
+    failpoint("during-revoke");
     for (const p of parts) {
       assigned.delete(`${p.topic}/${p.partition}`);
       metrics.consumerLag.remove({ topic: p.topic, partition: p.partition });
@@ -149,8 +158,9 @@ export function createKafkaSource(deps: {
       log.info("subscribed", { topics: deps.topics, group: config.group_id });
     },
 
-    async read(max: number, waitMs: number): Promise<MessageBatch> {
-      const b = await consumer!.consume(Math.min(max, config.fetch_max_messages), Math.max(1, waitMs));
+    async read(max: number, waitMs: number, maxBytes?: number): Promise<MessageBatch> {
+      const b = await consumer!.consume(Math.min(max, config.fetch_max_messages), Math.max(1, waitMs), Math.max(1, maxBytes ?? Number.MAX_SAFE_INTEGER));
+      if (b.count) failpoint("after-fetch");
       for (const r of b.rebalances) {
         if (r.type === "revoke") onRevoke(r.partitions);
         else await onAssign(r.partitions);
@@ -158,6 +168,17 @@ export function createKafkaSource(deps: {
       if (b.count) brokersUp();
       else recheckBrokers();
       return b;
+    },
+
+    async resync() {
+      // a dropped batch's records are read again: back to the checkpoint of every part still assigned
+      const stored = await checkpoints.load(stream);
+      const seeks = [...assigned].flatMap((part) => {
+        const slash = part.lastIndexOf("/");
+        const offset = stored.get(part);
+        return offset === undefined ? [] : [{ topic: part.slice(0, slash), partition: Number(part.slice(slash + 1)), offset: Number(offset) }];
+      });
+      if (seeks.length) await consumer!.seek(seeks, 10_000);
     },
 
     async acknowledge(parts: CommittedPart[]) {

@@ -58,15 +58,15 @@ export function columnOf(c: SourceColumn): Column {
   }
   const type = BASE[t];
   if (!type) throw new Error(`unknown column type ${c.type}`);
-  return { name: c.name, type, isArray, precision, scale, sqlType: c.type, notNull: c.not_null, hasDefault: /^c_toast_arr|c_upd$/.test(c.name) };
+  return { name: c.name, type, isArray, precision, scale, sqlType: c.type, castType: c.type.replace(/\(.*?\)/, ""), notNull: c.not_null, hasDefault: /^c_toast_arr|c_upd$/.test(c.name) };
 }
 
 /** The fidelity table (plus the bookkeeping columns) named `name`. */
 export function fidelityTable(name = "fidelity"): TableInfo {
   const columns = new Map<string, Column>();
   for (const c of SOURCE.columns) columns.set(c.name, columnOf(c));
-  for (const b of ["_cdc_commit_lsn", "_cdc_lsn"]) columns.set(b, { name: b, type: "numeric", isArray: false, precision: 20, scale: 0, sqlType: "numeric(20,0)", notNull: false, hasDefault: false });
-  columns.set("_cdc_synced_at", { name: "_cdc_synced_at", type: "timestamptz", isArray: false, precision: null, scale: null, sqlType: "timestamp with time zone", notNull: false, hasDefault: false });
+  for (const b of ["_cdc_commit_lsn", "_cdc_lsn"]) columns.set(b, { name: b, type: "numeric", isArray: false, precision: 20, scale: 0, sqlType: "numeric(20,0)", castType: "numeric", notNull: false, hasDefault: false });
+  columns.set("_cdc_synced_at", { name: "_cdc_synced_at", type: "timestamptz", isArray: false, precision: null, scale: null, sqlType: "timestamp with time zone", castType: "timestamp with time zone", notNull: false, hasDefault: false });
   return { name, ident: `"${name}"`, columns, primaryKey: ["id"], uniqueKeys: [["id"]] };
 }
 

@@ -1,0 +1,24 @@
+// Zombie fencing. An instance that takes a partition over claims it: the partition's checkpoint row
+// gets a new generation, which the instance remembers. Every apply transaction locks its checkpoint
+// rows and compares their generation with the one this instance claimed: a stopped instance that
+// wakes up after another took its partitions (a zombie) finds a newer generation and commits
+// nothing — not even the events the new owner has not reached yet.
+import { CdcError } from "../errors.ts";
+
+export class Fenced extends CdcError {
+  constructor(readonly parts: string[]) {
+    super("FENCED", `another instance claimed ${parts.join(", ")} since this one did: the batch is dropped, uncommitted`);
+  }
+}
+
+/** The generation this instance claimed per checkpoint part (partKey); parts without one are not fenced. */
+export class Fences {
+  readonly #claimed = new Map<string, bigint>();
+  /** Kept after a revoke: a batch still in flight for the part is checked against the next owner's claim. */
+  set(part: string, generation: bigint): void {
+    this.#claimed.set(part, generation);
+  }
+  get(part: string): bigint | undefined {
+    return this.#claimed.get(part);
+  }
+}
