@@ -1,10 +1,11 @@
-// bun run bench -- <name>: kafka-consume | kafka-sink | pg-source | upsert-paths | rebalance | verify. The last line printed is JSON.
+// bun run bench -- <name>: kafka-consume | kafka-sink | pg-source | pg-snapshot | upsert-paths | rebalance | verify. The last line printed is JSON.
 export {};
 const name = process.argv[2];
 const benches: Record<string, () => Promise<unknown>> = {
   "kafka-consume": () => import("./kafka-consume.ts").then((m) => m.run()),
   "kafka-sink": () => import("./kafka-sink.ts").then((m) => m.run()),
   "pg-source": () => import("./pg-source.ts").then((m) => m.run()),
+  "pg-snapshot": () => import("./pg-snapshot.ts").then((m) => m.run()),
   "upsert-paths": () => import("./upsert-paths.ts").then((m) => m.run()),
   rebalance: () => import("./rebalance.ts").then((m) => m.run()),
   verify: () => import("./verify.ts").then((m) => m.run()),

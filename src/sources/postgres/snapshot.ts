@@ -56,17 +56,38 @@ async function openReader(cfg: PgSourceConfig, snapshotName: string): Promise<Re
   };
 }
 
-/** Counts COPY text rows (one newline each: newlines inside values are escaped) as they pass. */
-function rowCounter(onRows: (n: number) => void): Transform {
+/**
+ * Counts COPY text rows (one newline each: newlines inside values are escaped) as they pass, and
+ * passes them on in chunks of about 256 KiB: the source sends a message per row, and a write per
+ * row on the analytics side cost more than the copy itself.
+ */
+function rowChunks(onRows: (n: number) => void): Transform {
+  let held: Buffer[] = [];
+  let bytes = 0;
+  const pass = (t: Transform) => {
+    const out = held.length === 1 ? held[0]! : Buffer.concat(held, bytes);
+    held = [];
+    bytes = 0;
+    let n = 0;
+    for (let i = out.indexOf(10); i !== -1; i = out.indexOf(10, i + 1)) n++;
+    onRows(n);
+    t.push(out);
+  };
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
-      let n = 0;
-      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) n++;
-      onRows(n);
-      done(null, chunk);
+      held.push(chunk);
+      bytes += chunk.length;
+      if (bytes >= CHUNK_BYTES) pass(this);
+      done();
+    },
+    flush(done) {
+      if (bytes) pass(this);
+      done();
     },
   });
 }
+
+const CHUNK_BYTES = 256 << 10;
 
 /** Page ranges as ctid conditions (a TID range scan reads only those pages). */
 function ranges(pages: number, parts: number): string[] {
@@ -99,7 +120,7 @@ async function copyTable(d: SnapshotDeps, readers: Reader[], table: string, t: T
       ranges(Number(stat?.pages ?? 0), readers.length).map(async (where, i) => {
         const rows = await readers[i]!.tx.unsafe(`COPY (SELECT ${select} FROM ${qualify(table)} ${where}) TO STDOUT`).readable();
         const counted = rows.pipe(
-          rowCounter((n) => {
+          rowChunks((n) => {
             copied += n;
             d.metrics.snapshotRows.inc({ table: t.table.name }, n);
           }),
