@@ -2,9 +2,10 @@
 // double cannot hold (more than 15 significant digits, or out of range) as JsonNumber with their
 // text. Values stay exact from the wire to PostgreSQL: a decimal is written from its digits.
 //
-// Fast path: the text's numbers are scanned with one regex; those a double holds exactly are left
-// to JSON.parse, the others are rewritten to marked strings first and turned back after parsing.
-// Debezium 3 events always carry ts_us/ts_ns (16 and 19 digits), so this path is the usual one.
+// Fast path: one scan of the text outside its strings finds the numbers; those a double holds
+// exactly are left to JSON.parse, the others are rewritten to marked strings first and turned back
+// after parsing. Debezium 3 events always carry ts_us/ts_ns (16 and 19 digits), so this path is the
+// usual one.
 import { DecodeError } from "../errors.ts";
 
 /** A JSON number a double cannot hold exactly, kept as its text. */
@@ -24,9 +25,6 @@ export class JsonError extends DecodeError {
   }
 }
 
-/** Where a number a double may not hold can be: 16+ digits (and points) in a row, or a 3-digit exponent (two regexes: one with an alternation scans much slower). */
-const LONG = /[\d.]{16,}/g;
-const EXPONENT = /\d[eE][+-]?\d{3}/g;
 const isNumberChar = (c: number) => (c >= 48 && c <= 57) || c === 46 || c === 45 || c === 43 || c === 101 || c === 69;
 const NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
 // a noncharacter: valid raw inside a JSON string, never in real data (its presence sends the text to the exact parser)
@@ -51,59 +49,73 @@ function exactAsDouble(token: string): boolean {
   return digits.length <= 15 && Math.abs(exp) < 290;
 }
 
-export function parseJson(text: string): unknown {
+/**
+ * One pass over the text outside its strings (a string is skipped with indexOf to its closing
+ * quote): the members it has (one colon each, to find duplicate keys JSON.parse would drop) and the
+ * number tokens a double cannot hold, rewritten to marked strings. Null when the text is not JSON.
+ */
+function scan(text: string): { keys: number; parts?: string[] } | null {
+  const n = text.length;
+  let keys = 0;
   let parts: string[] | undefined;
   let last = 0;
-  // string parity up to `scanned`, advanced quote by quote (candidates come in order)
-  let scanned = 0;
-  let inString = false;
   let envelope: number | undefined;
-  const found: number[] = [];
-  LONG.lastIndex = 0;
-  for (let m; (m = LONG.exec(text)); ) found.push(m.index);
-  EXPONENT.lastIndex = 0;
-  for (let m; (m = EXPONENT.exec(text)); ) found.push(m.index);
-  if (found.length > 1) found.sort((a, b) => a - b);
-  let cursor = 0;
-  for (const at of found) {
-    if (at < cursor) continue;
-    // the whole token around the match; numbers start after `:`, `[` or `,`
-    let start = at;
-    while (start > 0 && isNumberChar(text.charCodeAt(start - 1))) start--;
-    let end = at;
-    while (end < text.length && isNumberChar(text.charCodeAt(end))) end++;
-    cursor = end;
-    let before = start - 1;
-    while (before >= 0 && (text.charCodeAt(before) === 32 || text.charCodeAt(before) === 10 || text.charCodeAt(before) === 13 || text.charCodeAt(before) === 9)) before--;
-    const sep = text.charCodeAt(before);
-    if (sep !== 58 && sep !== 91 && sep !== 44) continue;
-    // Debezium's own ts_us/ts_ns (in "source" and after it) are never read: no need to keep them exact
-    if (sep === 58 && (text.startsWith('"ts_us"', before - 7) || text.startsWith('"ts_ns"', before - 7)) && (envelope ??= text.lastIndexOf('"source":{')) >= 0 && envelope < before) continue;
-    const token = text.slice(start, end);
-    if (exactAsDouble(token)) continue;
-    for (let q = text.indexOf('"', scanned); q !== -1 && q < start; q = text.indexOf('"', q + 1)) {
-      let b = q - 1;
-      while (b >= 0 && text.charCodeAt(b) === 92) b--;
-      if ((q - b) % 2 === 1) inString = !inString;
-      scanned = q + 1;
-    }
-    if (inString) continue;
-    (parts ??= []).push(text.slice(last, start), `"${MARK}${token}"`);
-    last = end;
+  for (let i = 0; i < n; ) {
+    const c = text.charCodeAt(i);
+    if (c === 34) {
+      let j = text.indexOf('"', i + 1);
+      for (;;) {
+        if (j === -1) return null;
+        let b = j - 1;
+        while (text.charCodeAt(b) === 92) b--;
+        if ((j - b) % 2 === 1) break;
+        j = text.indexOf('"', j + 1);
+      }
+      i = j + 1;
+    } else if (c === 58) {
+      keys++;
+      i++;
+    } else if ((c >= 48 && c <= 57) || c === 45) {
+      let end = i + 1;
+      let exponent = false;
+      for (; end < n; end++) {
+        const d = text.charCodeAt(end);
+        if (!isNumberChar(d)) break;
+        if (d === 101 || d === 69) exponent = true;
+      }
+      if ((end - i >= 16 || exponent) && !debeziumTime(text, i, (envelope ??= text.lastIndexOf('"source":{'))) && !exactAsDouble(text.slice(i, end))) {
+        (parts ??= []).push(text.slice(last, i), `"${MARK}${text.slice(i, end)}"`);
+        last = end;
+      }
+      i = end;
+    } else i++;
   }
+  if (parts) parts.push(text.slice(last));
+  return { keys, parts };
+}
+
+/** Debezium's own ts_us/ts_ns (in "source" and after it) are never read: no need to keep them exact. */
+function debeziumTime(text: string, at: number, envelope: number): boolean {
+  let before = at - 1;
+  while (before >= 0 && (text.charCodeAt(before) === 32 || text.charCodeAt(before) === 10 || text.charCodeAt(before) === 13 || text.charCodeAt(before) === 9)) before--;
+  return text.charCodeAt(before) === 58 && envelope >= 0 && envelope < before && (text.startsWith('"ts_us"', before - 7) || text.startsWith('"ts_ns"', before - 7));
+}
+
+export function parseJson(text: string): unknown {
+  const s = scan(text);
+  // not JSON: the exact parser names the position of the problem
+  if (!s) return new Parser(text).parseDocument();
   // a marker-like string in the input could pass for a number: the exact parser reads it instead
-  if (parts && (text.includes(MARK) || /\\u[fF][dD][dD]0/.test(text))) return new Parser(text).parseDocument();
+  if (s.parts && (text.includes(MARK) || /\\u[fF][dD][dD]0/.test(text))) return new Parser(text).parseDocument();
   let doc: unknown;
   try {
-    if (parts) parts.push(text.slice(last));
-    doc = parts ? restore(JSON.parse(parts.join(""))) : JSON.parse(text);
+    doc = s.parts ? restore(JSON.parse(s.parts.join(""))) : JSON.parse(text);
   } catch (e) {
     if (e instanceof JsonError) throw e;
-    // the exact parser names the position of the problem
     return new Parser(text).parseDocument();
   }
   // JSON.parse keeps the last of duplicate keys silently: fewer keys than the text has means duplicates
-  if (keyCount(doc) !== keyMarks(text)) return new Parser(text).parseDocument();
+  if (keyCount(doc) !== s.keys) return new Parser(text).parseDocument();
   return doc;
 }
 
@@ -121,19 +133,6 @@ function keyCount(v: unknown): number {
     if (x !== null && typeof x === "object") n += keyCount(x);
   }
   return n;
-}
-
-const QUOTE_COLON = /":/g;
-const SPACED_COLON = /"\s+:/g;
-
-/**
- * Quote-colon pairs in the text: one per key. An escaped quote before a colon inside a string
- * counts too, and whitespace before a colon is counted separately: either only sends the text to
- * the exact parser, which then finds no duplicate. (A regex count: split or indexOf loops measured slower.)
- */
-function keyMarks(text: string): number {
-  const n = text.match(QUOTE_COLON)?.length ?? 0;
-  return text.includes('" ') || text.includes('"\n') || text.includes('"\t') || text.includes('"\r') ? n + (text.match(SPACED_COLON)?.length ?? 0) : n;
 }
 
 /** Sets an own property, as JSON.parse does: `__proto__` is a key like any other, never the prototype. */
