@@ -10,6 +10,7 @@
 // with tombstones; see orders-stream.ts) and reuse (1M events over 100k keys, the old stream:
 // coalescing hides most of the database work).
 import { readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import postgres, { type Sql } from "postgres";
 import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
@@ -38,6 +39,18 @@ function broker(): Broker {
   return { bootstrap: s.bootstrap, createTopic: (t) => createTopics(s.bootstrap, [t], PARTITIONS) };
 }
 
+/** user + system CPU seconds of a process */
+const cpuSecs = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
+/** busy and total jiffies of the whole machine (every core) */
+const machine = () => {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = f[3]! + f[4]!;
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+};
 const hwm = (pid: number) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
 
 async function histogram(port: number, name: string): Promise<Array<[number, number]>> {
@@ -124,6 +137,8 @@ async function runCase(name: string, b: Broker, events: number, shape: "realisti
     throw new Error(`${(e as Error).message}\n${(await logs).slice(-2000)}`);
   });
   const t0 = performance.now();
+  const cpu0 = cpuSecs(proc.pid);
+  const m0 = machine();
   const first = await applied();
   while ((await applied()) < records) {
     if (proc.exitCode !== null) throw new Error(`the daemon exited: ${(await logs).slice(-2000)}`);
@@ -131,6 +146,9 @@ async function runCase(name: string, b: Broker, events: number, shape: "realisti
     await Bun.sleep(20);
   }
   const secs = (performance.now() - t0) / 1000;
+  const daemonCpu = cpuSecs(proc.pid) - cpu0;
+  const m1 = machine();
+  const machineBusy = (m1.busy - m0.busy) / (m1.total - m0.total);
   const eventsPerSec = Math.round((events * (records - first)) / records / secs);
   const peakRss = hwm(proc.pid);
   const [rows, cents] = stream.totals();
@@ -170,13 +188,13 @@ async function runCase(name: string, b: Broker, events: number, shape: "realisti
   const ceilingPerSec = Math.round(events / ceilingSecs);
   const ratio = Math.round((eventsPerSec / ceilingPerSec) * 100) / 100;
   console.error(
-    `[${name}] ${events} events -> ${rows} rows in ${secs.toFixed(2)} s: ${eventsPerSec} events/s (${batches} batches, ${applySecs.toFixed(2)} s in apply transactions); database ceiling ${ceilingPerSec} events-equivalent/s (${ceilingSecs.toFixed(2)} s for the same rows): ${ratio}x` +
+    `[${name}] ${events} events -> ${rows} rows in ${secs.toFixed(2)} s: ${eventsPerSec} events/s (${batches} batches, ${applySecs.toFixed(2)} s in apply transactions, daemon CPU ${daemonCpu.toFixed(1)} s, machine ${Math.round(machineBusy * 100)}% busy on ${availableParallelism()} cores); database ceiling ${ceilingPerSec} events-equivalent/s (${ceilingSecs.toFixed(2)} s for the same rows): ${ratio}x` +
       (p50 !== undefined ? `; at 5k events/s p50 <= ${p50} ms, p99 <= ${p99} ms` : "") +
       `; daemon peak RSS ${(peakRss / 2 ** 20).toFixed(0)} MiB`,
   );
   await sql.end();
   pg.kill();
-  return { case: name, events, rows, eventsPerSec, ceilingPerSec, ratio, p50Ms: p50, p99Ms: p99, peakRssMiB: Math.round(peakRss / 2 ** 20), batches, applySecs: Math.round(applySecs * 100) / 100 };
+  return { case: name, events, rows, eventsPerSec, ceilingPerSec, ratio, p50Ms: p50, p99Ms: p99, peakRssMiB: Math.round(peakRss / 2 ** 20), batches, applySecs: Math.round(applySecs * 100) / 100, daemonCpuSecs: daemonCpu, machineBusy: Math.round(machineBusy * 100) / 100 };
 }
 
 export async function run() {

@@ -13,6 +13,8 @@ export class MessageBatch {
   #valueStart: Int32Array | undefined;
   #keysText: string | null | undefined;
   #valuesText: string | null | undefined;
+  #keysUtf8: boolean | undefined;
+  #valuesUtf8: boolean | undefined;
 
   constructor(raw: RawBatch) {
     this.#raw = raw;
@@ -70,11 +72,15 @@ export class MessageBatch {
   }
   /** False when the key's bytes are not UTF-8 (checked on the bytes: nothing is decoded). */
   keyIsUtf8(i: number): boolean {
+    this.#keyStart ??= starts(this.#raw.keyLens);
+    if ((this.#keysUtf8 ??= allUtf8(this.#raw.keys, this.#keyStart, this.#raw.keyLens))) return true;
     const k = this.key(i);
     return k === null || isUtf8(k);
   }
   /** False when the value's bytes are not UTF-8 (checked on the bytes: nothing is decoded). */
   valueIsUtf8(i: number): boolean {
+    this.#valueStart ??= starts(this.#raw.valueLens);
+    if ((this.#valuesUtf8 ??= allUtf8(this.#raw.values, this.#valueStart, this.#raw.valueLens))) return true;
     const v = this.value(i);
     return v === null || isUtf8(v);
   }
@@ -105,6 +111,16 @@ export class MessageBatch {
 }
 
 const LARGE_MESSAGE = 64 << 10;
+
+/**
+ * True when every message of the buffer is UTF-8, checked once for the batch: the whole buffer is,
+ * and no message starts inside a character (on a continuation byte), so no message ends inside one.
+ */
+function allUtf8(buf: Buffer, start: Int32Array, lens: Int32Array): boolean {
+  if (!isUtf8(buf)) return false;
+  for (let i = 0; i < lens.length; i++) if (lens[i]! > 0 && (buf[start[i]!]! & 0xc0) === 0x80) return false;
+  return true;
+}
 
 // One UTF-8 decode for the whole buffer instead of one per message. When the text has as many
 // characters as the buffer has bytes, every byte decoded to exactly one character (a multi-byte
