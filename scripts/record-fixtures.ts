@@ -357,7 +357,7 @@ async function consume(topic: string, want: number, idleMs: number): Promise<KRe
       "bash", "scripts/stack.sh", "tool", "org.apache.kafka.tools.consumer.ConsoleConsumer",
       "--bootstrap-server", env.BOOTSTRAP_SERVERS!, "--topic", topic, "--from-beginning",
       "--timeout-ms", String(idleMs), ...(want > 0 ? ["--max-messages", String(want)] : []),
-      "--consumer-property", "auto.offset.reset=earliest",
+      "--command-property", "auto.offset.reset=earliest",
       ...["print.partition", "print.offset", "print.headers", "print.key", "print.value"].flatMap((k) => ["--formatter-property", `${k}=true`]),
       "--formatter-property", `key.separator=${SEP_FIELD}`,
       "--formatter-property", `headers.separator=${SEP_HEADER}`,
