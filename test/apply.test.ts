@@ -84,6 +84,35 @@ test("a batch nobody applied before is applied whole, with its dead letters and 
   await sql.end();
 });
 
+test("a row the database rejects is a dead letter whose error names the column; a constraint's names the constraint", async () => {
+  const { sql, orders } = await setup();
+  await sql`ALTER TABLE fact_orders ADD CONSTRAINT known_currency CHECK (currency <> 'XXX')`;
+  const apply = createApplier({ sql, stateSchema: "cdc_sink", log: silentLogger });
+  const clock = newClock();
+  const batch = new ChangeBatch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
+  const now = Date.now();
+  for (let offset = 0; offset < 3; offset++) {
+    const coord: Coord = { stream: "kafka:g", part: "orders/2", position: BigInt(offset) };
+    batch.advance(coord, BigInt(offset + 1), 100, now);
+    const c = decodeDebezium(orders, keyOf(offset), JSON.stringify(envelope(clock, "orders", "c", { after: { id: offset, status: "paid", total_amount: 1, currency: "EUR" } })), coord)!;
+    // values as a decoder that let them through would hand them on: too large for numeric(12,2), and a currency the table refuses
+    if (offset === 1) c.vals![c.cols!.indexOf("total_amount")] = "12345678901234.5";
+    if (offset === 2) c.vals![c.cols!.indexOf("currency")] = "XXX";
+    batch.add(c, now);
+  }
+  const r = await apply(batch);
+  expect(r).toMatchObject({ applied: 1, deadLetters: 2 });
+  const dead = await sql`SELECT position::int AS p, error_code, error FROM cdc_sink.dead_letters ORDER BY position`;
+  expect(dead.map((d) => [d.p, d.error_code])).toEqual([
+    [1, "22003"],
+    [2, "23514"],
+  ]);
+  expect(dead[0]!.error).toStartWith("column total_amount: ");
+  expect(dead[1]!.error).not.toStartWith("column ");
+  expect(dead[1]!.error).toContain("known_currency");
+  await sql.end();
+});
+
 test("a zombie is fenced: after another instance claimed its partition, its batch commits nothing", async () => {
   const { sql, orders } = await setup();
   const store = createCheckpointStore(sql, "cdc_sink");

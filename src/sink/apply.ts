@@ -181,9 +181,11 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       if (changes.length === 1) {
         const c = changes[0]!;
         const err = e as { message: string; code?: string };
+        const column = await rejectedColumn(tx, c);
         // PostgreSQL's message can quote the value: it stays in the dead-letter table, out of the logs
-        log.warn("row rejected by the database, dead-lettered", { table: c.target.table.name, key: c.keyText, code: err.code, part: c.coord.part, position: c.coord.position });
-        dead.push({ coord: c.coord, table: c.target.table.name, stage: "apply", ...rawOf(c), error: err.message, code: err.code ?? "DATA" });
+        log.warn("row rejected by the database, dead-lettered", { table: c.target.table.name, key: c.keyText, code: err.code, column, part: c.coord.part, position: c.coord.position });
+        const error = column ? `column ${column}: ${err.message}` : err.message;
+        dead.push({ coord: c.coord, table: c.target.table.name, stage: "apply", ...rawOf(c), error, code: err.code ?? "DATA" });
         return [];
       }
       const mid = changes.length >> 1;
@@ -191,6 +193,27 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       const b = await applyIsolating(tx, changes.slice(mid), dead);
       return [...a, ...b];
     }
+  }
+
+  /**
+   * The column whose value the database rejects, found by casting each value alone to its column's
+   * declared type (under a savepoint); undefined when each casts (a constraint rejected the row:
+   * PostgreSQL's message names it).
+   */
+  async function rejectedColumn(tx: Tx, c: Change): Promise<string | undefined> {
+    if (c.kind !== Kind.Upsert || !c.cols) return undefined;
+    for (let i = 0; i < c.cols.length; i++) {
+      const v = c.vals![i];
+      const col = c.target.table.columns.get(c.cols[i]!);
+      if (v === null || v === undefined || !col) continue;
+      try {
+        await tx.savepoint((sp) => sp.unsafe(`SELECT ($1::${col.castType})::${col.sqlType}`, [v]));
+      } catch (e) {
+        if (isDataError(e)) return c.cols[i];
+        throw e;
+      }
+    }
+    return undefined;
   }
 
   function truncate(tx: Tx, t: Target): Promise<TableCount> {
