@@ -113,6 +113,44 @@ test("a row the database rejects is a dead letter whose error names the column; 
   await sql.end();
 });
 
+test("hostile column names are identifiers, never SQL (a table name must be a plain lower-case one): changes to them apply, nothing else is touched", async () => {
+  const pg = await sharedCluster();
+  const url = await pg.createDatabase("hostile_idents");
+  const sql = await analyticsDb(url);
+  const table = "hostile_t";
+  expect(() => config(`[kafka]\nbootstrap_servers = "b:9"\ngroup_id = "g"\n[postgres]\nurl = "${url}"\n[[mappings]]\ntopic = "t"\ntable = 'x"; DROP TABLE fact_orders; --'\n`)).toThrow(/mappings\[0\]\.table/);
+  const cols = { key: `id" OR 1=1 --`, quote: `it's`, semi: `a;b`, dollar: `$1`, unicode: `ключ 🗝` };
+  const q = (n: string) => `"${n.replaceAll('"', '""')}"`;
+  await sql.unsafe(`CREATE TABLE ${q(table)} (${q(cols.key)} bigint PRIMARY KEY, ${q(cols.quote)} text, ${q(cols.semi)} numeric(6,2), ${q(cols.dollar)} text, ${q(cols.unicode)} text,
+    _cdc_commit_lsn numeric(20,0), _cdc_lsn numeric(20,0), _cdc_synced_at timestamptz)`);
+  const cfg = config(`[kafka]\nbootstrap_servers = "127.0.0.1:9"\ngroup_id = "g"\n[postgres]\nurl = "${url}"\n[[mappings]]\ntopic = "t"\ntable = ${JSON.stringify(table)}\n`);
+  await ensureStateTables(sql, cfg.postgres.state_schema);
+  const [target] = await loadTargets(sql, cfg.mappings);
+  const apply = createApplier({ sql, stateSchema: "cdc_sink", log: silentLogger });
+  const clock = newClock();
+  const batch = new ChangeBatch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
+  const now = Date.now();
+  const rows = [
+    { [cols.key]: 1, [cols.quote]: "'); DELETE FROM fact_orders; --", [cols.semi]: 1.5, [cols.dollar]: "$2", [cols.unicode]: "ok" },
+    { [cols.key]: 2, [cols.quote]: null, [cols.semi]: -0.25, [cols.dollar]: "\\x00", [cols.unicode]: "🗝" },
+  ];
+  for (const [i, after] of rows.entries()) {
+    const coord: Coord = { stream: "kafka:g", part: "t/0", position: BigInt(i) };
+    batch.advance(coord, BigInt(i + 1), 100, now);
+    batch.add(decodeDebezium(target!, JSON.stringify({ [cols.key]: i + 1 }), JSON.stringify(envelope(clock, table, "c", { after })), coord)!, now);
+  }
+  expect(await apply(batch)).toMatchObject({ applied: 2, deadLetters: 0 });
+  const second = new ChangeBatch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
+  const del: Coord = { stream: "kafka:g", part: "t/0", position: 2n };
+  second.advance(del, 3n, 100, now);
+  second.add(decodeDebezium(target!, JSON.stringify({ [cols.key]: 2 }), JSON.stringify(envelope(clock, table, "d", { before: rows[1]!, after: null })), del)!, now);
+  expect(await apply(second)).toMatchObject({ applied: 1, deadLetters: 0 });
+  const stored = await sql.unsafe(`SELECT ${q(cols.key)}::int AS k, ${q(cols.quote)} AS a, ${q(cols.semi)}::text AS b, ${q(cols.dollar)} AS c, ${q(cols.unicode)} AS d FROM ${q(table)}`);
+  expect(stored.map((r) => [r.k, r.a, r.b, r.c, r.d])).toEqual([[1, "'); DELETE FROM fact_orders; --", "1.50", "$2", "ok"]]);
+  expect((await sql`SELECT to_regclass('fact_orders') IS NOT NULL AS present`)[0]!.present).toBe(true);
+  await sql.end();
+});
+
 test("a zombie is fenced: after another instance claimed its partition, its batch commits nothing", async () => {
   const { sql, orders } = await setup();
   const store = createCheckpointStore(sql, "cdc_sink");
