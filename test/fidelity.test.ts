@@ -76,8 +76,8 @@ lose(double, steps("insert"), "5", "*", "dead letter: numeric(40,20) 99999999999
 
 /** Events dead-lettered because Debezium's encoding made their value unstorable: [when, key payload, error]. */
 const DEAD: Array<[(m: Modes) => boolean, string, string]> = [
-  [double, '{"id":2}', 'value "-92233720368547760" is out of range for type money'],
-  [double, '{"id":5}', "numeric field overflow"],
+  [double, '{"id":2}', 'column c_money: value "-92233720368547760" is out of range for type money'],
+  [double, '{"id":5}', "column c_numeric_40_20: numeric field overflow"],
 ];
 
 let mock: MockCluster;

@@ -59,6 +59,13 @@ test("decimal.handling.mode: precise base64 (column, schema or money scale), var
   );
   expect(() => toText("B9A=", col("numeric"), undefined, precise)).toThrow(/needs a scale/);
   expect(() => toText("12.5", col("numeric", { scale: 1 }), undefined, precise)).toThrow(DecodeError);
+  // more decimals than the column's scale keeps would be rounded by PostgreSQL: refused; trailing zeros and exponents count exactly
+  expect(() => toText("1.234", col("numeric", { scale: 2, precision: 12 }), undefined, string)).toThrow(/scale 2 keeps/);
+  expect(() => toText(0.125, col("numeric", { scale: 2, precision: 12 }), undefined, double)).toThrow(DecodeError);
+  expect(toText("1.2300", col("numeric", { scale: 2, precision: 12 }), undefined, string)).toBe("1.2300");
+  expect(toText("1.234e1", col("numeric", { scale: 2, precision: 12 }), undefined, string)).toBe("1.234e1");
+  expect(() => toText("1.2345e1", col("numeric", { scale: 2, precision: 12 }), undefined, string)).toThrow(DecodeError);
+  expect(toText({ scale: 4, value: "B1vNFQ==" }, col("numeric", { scale: 4, precision: 10 }), undefined, precise)).toBe("12345.6789");
   expect(decimalFromBase64("//8=", 0)).toBe("-1");
   expect(decimalFromBase64(Buffer.from("1a2b3c4d5e6f708192a3b4c5", "hex").toString("base64"), 6)).toBe("8098878834791447959498.372293");
 });

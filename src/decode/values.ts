@@ -172,7 +172,17 @@ export function plainDecimal(text: string): string {
 
 function numericText(v: unknown, col: ColumnType, enc: Encoding, schema?: FieldSchema): string {
   const text = decimalText(v, col, enc, schema);
-  return col.type === "money" ? plainDecimal(text) : text;
+  if (col.type === "money") return plainDecimal(text);
+  // PostgreSQL would round it to the column's scale: a silent change
+  if (col.scale !== null && fractionDigits(text) > col.scale) return fail(col, `${show(text)} has more digits after the point than the column's scale ${col.scale} keeps (it would be rounded)`);
+  return text;
+}
+
+/** Significant digits after the point of a decimal's text (trailing zeros do not count). */
+function fractionDigits(text: string): number {
+  const m = /^[+-]?\d*(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text);
+  if (!m) return 0;
+  return Math.max(0, (m[1] ?? "").replace(/0+$/, "").length - Number(m[2] ?? 0));
 }
 
 function decimalText(v: unknown, col: ColumnType, enc: Encoding, schema?: FieldSchema): string {
