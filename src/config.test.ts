@@ -132,3 +132,28 @@ test("librdkafka properties are checked offline: unknown ones and bad values nam
   ]);
   expect(parseConfig(withProps('"sasl.kerberos.kinit.cmd" = "kinit -k"', 'allow_unsafe_kafka_properties = ["sasl.kerberos.kinit.cmd"]')).ok).toBe(true);
 });
+
+test("schema_changes per mapping (ignore by default); the deprecated new_columns sets it for its source's mappings, with a warning naming the key", () => {
+  const pg = readFileSync(new URL("../sink.postgres.toml", import.meta.url), "utf8");
+  const plain = parseConfig(pg);
+  if (!plain.ok) throw new Error(JSON.stringify(plain.issues));
+  expect(plain.config.mappings.map((m) => m.schema_changes)).toEqual(["ignore", "ignore", "ignore", "ignore"]);
+  expect(plain.warnings).toEqual([]);
+  const old = pg.replace('name = "ecom"', 'name = "ecom"\nnew_columns = "add"').replace('source_table = "public.books"', 'source_table = "public.books"\nschema_changes = "fail"');
+  const r = parseConfig(old);
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  expect(r.config.mappings.map((m) => m.schema_changes)).toEqual(["add", "add", "fail", "ignore"]);
+  expect(r.warnings.map((w) => [w.key, old.split("\n")[w.line! - 1]])).toEqual([["postgres_sources[0].new_columns", 'new_columns = "add"']]);
+  expect(r.warnings[0]!.message).toBe('deprecated: set schema_changes = "add" in each [[mappings]] entry instead (applied to fact_orders, fact_order_items)');
+  const bad = parseConfig(pg.replace('table = "fact_orders"', 'table = "fact_orders"\nschema_changes = "widen"'));
+  expect(!bad.ok && bad.issues.map((i) => i.key)).toEqual(["mappings[0].schema_changes"]);
+});
+
+test("auto_provision, provision_enums and schema_changes are reached by environment overrides", () => {
+  const r = parseConfig(withSecret, { env: { CDC_SINK_POSTGRES_AUTO_PROVISION: "true", CDC_SINK_POSTGRES_PROVISION_ENUMS: "type", CDC_SINK_MAPPINGS_2_SCHEMA_CHANGES: "add" } });
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  expect([r.config.postgres.auto_provision, r.config.postgres.provision_enums, r.config.mappings[2]!.schema_changes, r.config.mappings[0]!.schema_changes]).toEqual([true, "type", "add", "ignore"]);
+  const names = environmentKeys().map(([, env]) => env);
+  expect(names).toContain("CDC_SINK_MAPPINGS_N_SCHEMA_CHANGES");
+  expect(names).toContain("CDC_SINK_POSTGRES_AUTO_PROVISION");
+});

@@ -53,6 +53,10 @@ const PostgresSchema = v.pipe(
     ...ConnectionEntries,
     /** schema for the sink's own tables (checkpoints, dead letters, tombstones) */
     state_schema: v.optional(v.pipe(v.string(), v.regex(/^[a-z_][a-z0-9_]*$/, "must be a lower-case SQL identifier")), "cdc_sink"),
+    /** at start, create missing analytics tables and bookkeeping columns from the source (cdc-sink init --apply) */
+    auto_provision: v.optional(v.boolean(), false),
+    /** how init creates a column of an enum type: as text, or with the enum type created in analytics */
+    provision_enums: v.optional(v.picklist(["text", "type"]), "text"),
   }),
   needsUrlOrHost(),
 );
@@ -70,8 +74,8 @@ const PgSourceSchema = v.pipe(
     snapshot: v.optional(v.boolean(), true),
     /** connections reading each table's snapshot in parallel page ranges (tables over 64 MiB) */
     snapshot_parallelism: positiveInt(2),
-    /** source columns added later: ignore them, or add them to the analytics table */
-    new_columns: v.optional(v.picklist(["ignore", "add"]), "ignore"),
+    /** deprecated: each mapping's schema_changes (this sets it for the source's mappings that do not) */
+    new_columns: v.optional(v.picklist(["ignore", "add"])),
   }),
   needsUrlOrHost(),
 );
@@ -111,6 +115,8 @@ const MappingSchema = v.strictObject({
   /** timestamptz column set on soft delete */
   soft_delete_column: v.optional(v.string(), "_cdc_deleted_at"),
   truncate: v.optional(v.picklist(["truncate", "ignore"]), "ignore"),
+  /** a source column added or retyped: "add" changes the table where safe (new columns, widenings) and stops the mapping otherwise; "ignore" never changes it; "fail" stops the mapping on any change the table would need */
+  schema_changes: v.optional(v.picklist(["add", "ignore", "fail"]), "ignore"),
   /** this topic's connector encodes differently from [debezium] */
   debezium: v.optional(DebeziumSchema),
   /** flush once this many events of this mapping are pending */
@@ -365,7 +371,7 @@ function issuePath(issue: v.BaseIssue<unknown>): string {
 export function parseConfig(
   text: string,
   opts: { file?: string; env?: Record<string, string | undefined>; readFiles?: boolean } = {},
-): { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] } {
+): { ok: true; config: Config; warnings: ConfigIssue[] } | { ok: false; issues: ConfigIssue[] } {
   let raw: Obj;
   try {
     raw = parseToml(text) as Obj;
@@ -376,6 +382,7 @@ export function parseConfig(
   const issues: ConfigIssue[] = [];
   applyEnv(raw, opts.env ?? {}, issues);
   readSecretFiles(raw, "", issues, opts.readFiles ?? true);
+  const warnings = deprecations(raw, text);
   const r = v.safeParse(ConfigSchema, raw);
   if (!r.success) {
     for (const i of r.issues) {
@@ -389,7 +396,30 @@ export function parseConfig(
   if (issues.length || !r.success) return { ok: false, issues };
   // each mapping carries its effective encoding modes: its own over [debezium]
   for (const m of r.output.mappings) m.debezium = { ...r.output.debezium, ...m.debezium };
-  return { ok: true, config: r.output };
+  return { ok: true, config: r.output, warnings };
+}
+
+/**
+ * Deprecated keys, mapped onto their replacements before validation: [[postgres_sources]]
+ * new_columns sets schema_changes of that source's mappings that do not set it.
+ */
+function deprecations(raw: Obj, text: string): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  const entries = (k: string) => (Array.isArray(raw[k]) ? (raw[k] as unknown[]).filter((x): x is Obj => !!x && typeof x === "object") : []);
+  const mappings = entries("mappings");
+  (Array.isArray(raw.postgres_sources) ? (raw.postgres_sources as Obj[]) : []).forEach((s, i) => {
+    const policy = s && typeof s === "object" ? s.new_columns : undefined;
+    if (policy !== "ignore" && policy !== "add") return;
+    const applied: string[] = [];
+    for (const m of mappings)
+      if (m.source === s.name && m.schema_changes === undefined) {
+        m.schema_changes = policy;
+        applied.push(String(m.table));
+      }
+    const key = `postgres_sources[${i}].new_columns`;
+    out.push({ key, line: findLine(text, key), message: `deprecated: set schema_changes = "${policy}" in each [[mappings]] entry instead (applied to ${applied.join(", ") || "no mapping"})` });
+  });
+  return out;
 }
 
 function crossCheck(c: Config, text: string): ConfigIssue[] {
@@ -419,7 +449,7 @@ function crossCheck(c: Config, text: string): ConfigIssue[] {
   return out;
 }
 
-export function loadConfig(file: string, env: Record<string, string | undefined> = process.env, opts: { readFiles?: boolean } = {}): Config {
+export function loadConfig(file: string, env: Record<string, string | undefined> = process.env, opts: { readFiles?: boolean; warnings?: ConfigIssue[] } = {}): Config {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
@@ -428,6 +458,7 @@ export function loadConfig(file: string, env: Record<string, string | undefined>
   }
   const r = parseConfig(text, { file, env, readFiles: opts.readFiles });
   if (!r.ok) throw new ConfigError(file, r.issues);
+  opts.warnings?.push(...r.warnings);
   return r.config;
 }
 

@@ -4,6 +4,7 @@
 import { retry } from "./backoff.ts";
 import type { Config } from "./config.ts";
 import { createDebeziumDecoder } from "./decode/debezium.ts";
+import { startPendingGauge } from "./dlq/pending.ts";
 import { createPgChangeDecoder } from "./decode/pgchanges.ts";
 import { causeOf, errorCode, errorInfo, SchemaError, Stopped } from "./errors.ts";
 import { createHttpApp, serve } from "./http.ts";
@@ -11,8 +12,10 @@ import type { Logger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import type { Target } from "./model.ts";
 import { createPipeline, type Pipeline, type RecordSet, type Source, type Decoder } from "./pipeline.ts";
+import { provisionAtStart, SourceUnavailable } from "./provision/cli.ts";
 import { createSink } from "./sink/apply.ts";
 import { createDatabaseHealth, openAnalytics } from "./sink/database.ts";
+import { createEvolver } from "./sink/evolve.ts";
 import { Fences } from "./sink/fence.ts";
 import { createBulkLoader } from "./sink/load.ts";
 import { createCheckpointStore, ensureStateTables } from "./sink/state.ts";
@@ -74,6 +77,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
     return retry(
       async () => {
         await ensureStateTables(sql, config.postgres.state_schema);
+        if (config.postgres.auto_provision) await provisionAtStart(config, sql, log);
         const targets = await loadTargets(sql, config.mappings);
         database.ok();
         return targets;
@@ -84,12 +88,13 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
         wake: () => database.up(),
         onError(e, attempt, waitMs) {
           if (e instanceof SchemaError) throw e;
+          const source = e instanceof SourceUnavailable;
           // before the first answer every failure counts as the database being unusable
-          database.failed(e, true);
-          metrics.retries.inc({ stage: "apply" });
-          metrics.errors.inc({ stage: "apply", code: errorCode(e) });
+          if (!source) database.failed(e, true);
+          metrics.retries.inc({ stage: source ? "source" : "apply" });
+          metrics.errors.inc({ stage: source ? "source" : "apply", code: errorCode(e) });
           lastBeat = Date.now();
-          log.error("analytics database not reachable; retrying", { ...errorInfo(e), cause: causeOf(e), attempt, retryInMs: waitMs });
+          log.error(source ? "auto_provision cannot read the source; retrying" : "analytics database not reachable; retrying", { ...errorInfo(e), cause: causeOf(e), attempt, retryInMs: waitMs });
         },
       },
     );
@@ -97,11 +102,12 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
 
   function build<R extends RecordSet>(sql: ReturnType<typeof openAnalytics>, s: Source<R>, decoder: Decoder<R>): Pipeline {
     source = s;
+    const sink = createSink({ sql, stateSchema: config.postgres.state_schema, metrics, log, maxValueBytes: config.dead_letters.max_value_bytes, fences });
     return createPipeline({
       source: s,
       decoder,
       database,
-      sink: createSink({ sql, stateSchema: config.postgres.state_schema, metrics, log, maxValueBytes: config.dead_letters.max_value_bytes, fences }),
+      sink: { ...sink, evolve: createEvolver({ sql, stateSchema: config.postgres.state_schema, log, metrics }) },
       limits: { maxEvents: config.batch.max_events, maxBytes: config.batch.max_bytes, maxLatencyMs: config.batch.max_latency_ms },
       retry: policy,
       metrics,
@@ -114,6 +120,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
   function wire(targets: Target[], sql: ReturnType<typeof openAnalytics>): Pipeline {
     const checkpoints = createCheckpointStore(sql, config.postgres.state_schema);
     const onConsumed = (topic: string, n: number) => metrics.eventsConsumed.inc({ topic }, n);
+    for (const t of targets) metrics.mappingStopped.init({ table: t.table.name });
     if (config.source.kind === "kafka") {
       const kafka = config.kafka!;
       const decoder = createDebeziumDecoder({
@@ -126,7 +133,6 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
           // the error can quote the value: it stays in the dead-letter table, out of the logs
           log.warn("event cannot be decoded; dead-lettered", { topic: d.topic, partition: d.partition, offset: d.offset, code: d.code });
         },
-        onUnknownFields: (fields) => log.warn("source fields with no analytics column are ignored", { fields }),
       });
       return build(sql, createKafkaSource({ config: kafka, topics: targets.map((t) => t.mapping.topic!), checkpoints, fences, retry: policy, metrics, log }), decoder);
     }
@@ -134,7 +140,6 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
       sources: pgSourceInfo(config),
       targets,
       onConsumed,
-      onIgnoredColumn: (c) => log.warn("source column has no analytics column; ignored", c),
     });
     for (const t of targets) metrics.eventsConsumed.init({ topic: `${t.mapping.source}.${t.mapping.source_table}` });
     return build(sql, createPgSource({ config, targets, checkpoints, loader: createBulkLoader(sql, config.postgres.state_schema), metrics, log }), decoder);
@@ -162,6 +167,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
       const sql = openAnalytics(config.postgres);
       database.watch(sql);
       let verifying: Promise<void> | undefined;
+      let stopPending: (() => void) | undefined;
       port = http?.port ?? 0;
       if (http) log.info("http listening", { listen: config.http.listen, port });
       try {
@@ -177,6 +183,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
           throw e;
         }
         pipeline = wire(targets, sql);
+        stopPending = startPendingGauge({ sql, stateSchema: config.postgres.state_schema, metrics, log, tables: targets.map((t) => t.table.name) });
         verifying = startVerifyLoop(config, { metrics, log, signal: stopping.signal });
         if (stopping.signal.aborted) pipeline.stop();
         try {
@@ -190,6 +197,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
         return EXIT.OK;
       } finally {
         await verifying;
+        stopPending?.();
         database.close();
         await http?.close();
         await sql.end({ timeout: 5 });

@@ -1,13 +1,15 @@
 #!/usr/bin/env bun
-// cdc-sink CLI: run (default), validate, check.
+// cdc-sink CLI: run (default), validate, check, verify, repair, init, dlq.
 import { parseArgs } from "node:util";
 import pkg from "../package.json" with { type: "json" };
 import { check } from "./check.ts";
-import { type Config, environmentKeys, formatIssue, loadConfig } from "./config.ts";
+import { type Config, type ConfigIssue, environmentKeys, formatIssue, loadConfig } from "./config.ts";
 import { createDaemon, EXIT } from "./daemon.ts";
+import { DLQ_HELP, runDlq } from "./dlq/cli.ts";
 import { ConfigError, errorInfo } from "./errors.ts";
 import { librdkafkaFeatures, librdkafkaVersion } from "./kafka/index.ts";
 import { createLogger } from "./log.ts";
+import { INIT_HELP, runInit } from "./provision/cli.ts";
 import { REPAIR_HELP, runRepair, runVerify, VERIFY_HELP } from "./verify/index.ts";
 
 /** A second signal, or a shutdown longer than this, exits at once. */
@@ -24,6 +26,8 @@ Commands:
   check      online preflight: broker, topics, tables, keys and columns
   verify     compare the analytics tables with their sources; exit 0 equal, 1 differences
   repair     verify, then mend the keys that differ (safe while the daemon runs)
+  init       the DDL of missing analytics tables and columns, derived from the sources (--apply runs it)
+  dlq        dead letters: list, show, retry (once the cause is fixed), discard
 Options:
   --config F   config file (or CDC_SINK_CONFIG)
   --version    print the version and librdkafka's
@@ -36,6 +40,8 @@ lists them all, e.g. CDC_SINK_POSTGRES_URL, CDC_SINK_MAPPINGS_0_TABLE,
 CDC_SINK_KAFKA_PROPERTIES_FETCH_WAIT_MAX_MS. Any key x may be given as x_file (a file's content).`,
   verify: VERIFY_HELP,
   repair: REPAIR_HELP,
+  init: INIT_HELP,
+  dlq: DLQ_HELP,
   run: `Usage: cdc-sink run --config sink.toml
 
 Replicates until SIGTERM/SIGINT: finishes the batch in flight, checkpoints it, leaves the
@@ -55,7 +61,7 @@ source (wal_level, privileges, replica identity, slot and publication) and the a
 Exit 0 when everything is in place, 1 listing what is wrong and how to fix it.`,
 };
 
-const COMMANDS = ["run", "validate", "check", "verify", "repair", "help"];
+const COMMANDS = ["run", "validate", "check", "verify", "repair", "init", "dlq", "help"];
 
 interface Args {
   command: string;
@@ -66,6 +72,10 @@ interface Args {
   topic?: string;
   table?: string;
   json: boolean;
+  apply: boolean;
+  ids: string[];
+  limit?: number;
+  note?: string;
 }
 
 function args(argv: string[]): Args | string {
@@ -81,6 +91,10 @@ function args(argv: string[]): Args | string {
         "check-files": { type: "boolean" },
         table: { type: "string" },
         json: { type: "boolean" },
+        apply: { type: "boolean" },
+        id: { type: "string", multiple: true },
+        limit: { type: "string" },
+        note: { type: "string" },
       },
     });
   } catch (e) {
@@ -88,18 +102,25 @@ function args(argv: string[]): Args | string {
   }
   const [command = "run", ...extra] = parsed.positionals;
   if (!COMMANDS.includes(command)) return `unknown command ${command}`;
-  if (extra.length > (command === "help" ? 1 : 0)) return `unexpected argument ${extra[command === "help" ? 1 : 0]}`;
-  return { command, config: parsed.values.config, help: parsed.values.help ?? false, version: parsed.values.version ?? false, checkFiles: parsed.values["check-files"] ?? false, topic: extra[0], table: parsed.values.table, json: parsed.values.json ?? false };
+  const positionals = command === "help" || command === "dlq" ? 1 : 0;
+  if (extra.length > positionals) return `unexpected argument ${extra[positionals]}`;
+  const v = parsed.values;
+  const only = (flag: string, commands: string[]) => (v[flag as keyof typeof v] !== undefined && !commands.includes(command) ? `--${flag} is for ${commands.join(", ")}` : undefined);
+  const misplaced = only("apply", ["init"]) ?? only("id", ["dlq"]) ?? only("limit", ["dlq"]) ?? only("note", ["dlq"]);
+  if (misplaced) return misplaced;
+  const limit = v.limit === undefined ? undefined : Number(v.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) return `--limit ${v.limit}: expected a positive integer`;
+  return { command, config: v.config, help: v.help ?? false, version: v.version ?? false, checkFiles: v["check-files"] ?? false, topic: extra[0], table: v.table, json: v.json ?? false, apply: v.apply ?? false, ids: v.id ?? [], limit, note: v.note };
 }
 
-function configOrExit(file: string | undefined, print: (s: string) => void, readFiles = true): Config | number {
+function configOrExit(file: string | undefined, print: (s: string) => void, readFiles = true, warnings: ConfigIssue[] = []): Config | number {
   const path = file ?? process.env.CDC_SINK_CONFIG;
   if (!path) {
     print("error: --config is required (or set CDC_SINK_CONFIG)");
     return EXIT.USAGE;
   }
   try {
-    return loadConfig(path, process.env, { readFiles });
+    return loadConfig(path, process.env, { readFiles, warnings });
   } catch (e) {
     if (e instanceof ConfigError) {
       print(`${e.file}: invalid configuration`);
@@ -110,8 +131,9 @@ function configOrExit(file: string | undefined, print: (s: string) => void, read
   }
 }
 
-async function run(config: Config): Promise<number> {
+async function run(config: Config, warnings: ConfigIssue[]): Promise<number> {
   const log = createLogger({ level: config.log.level });
+  for (const w of warnings) log.warn("configuration", { key: w.key, line: w.line, problem: w.message });
   const daemon = createDaemon(config, { log });
   let signalled = false;
   const onSignal = (signal: string) => {
@@ -153,8 +175,10 @@ export async function main(argv: string[]): Promise<number> {
     out(HELP[a.command === "help" ? (a.topic && a.topic in HELP ? a.topic : "main") : argv.some((x) => COMMANDS.includes(x)) ? a.command : "main"]!);
     return EXIT.OK;
   }
-  const config = configOrExit(a.config, err, a.command !== "validate" || a.checkFiles);
+  const warnings: ConfigIssue[] = [];
+  const config = configOrExit(a.config, err, a.command !== "validate" || a.checkFiles, warnings);
   if (typeof config === "number") return config;
+  if (a.command !== "run") for (const w of warnings) err(`warning: ${formatIssue(w)}`);
   if (a.command === "validate") {
     out(`${a.config ?? process.env.CDC_SINK_CONFIG}: valid (${config.mappings.length} mappings, source ${config.source.kind})`);
     return EXIT.OK;
@@ -162,7 +186,9 @@ export async function main(argv: string[]): Promise<number> {
   if (a.command === "check") return (await check(config, out)) ? EXIT.OK : EXIT.FAILURE;
   if (a.command === "verify" || a.command === "repair")
     return (a.command === "verify" ? runVerify : runRepair)(config, { table: a.table, json: a.json, print: out, log: createLogger({ level: config.log.level }) });
-  return run(config);
+  if (a.command === "init") return runInit(config, { apply: a.apply, print: out, err });
+  if (a.command === "dlq") return runDlq(config, a.topic ?? "", { table: a.table, ids: a.ids, json: a.json, limit: a.limit, note: a.note, print: out, log: createLogger({ level: config.log.level }) });
+  return run(config, warnings);
 }
 
 if (import.meta.main) {

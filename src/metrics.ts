@@ -156,6 +156,9 @@ export function createMetrics() {
     up: r.register(new Gauge("cdc_sink_source_connected", "1 when the source is connected (partitions assigned or slot streaming).")),
     dbUp: r.register(new Gauge("cdc_sink_database_up", "1 when the analytics database answered the last statement.")),
     dependencyDown: r.register(new Gauge("cdc_sink_dependency_down", "1 while a dependency (analytics, kafka, source) fails, with the cause: authentication, authorization, unreachable, timeout, error.", ["dependency", "cause"])),
+    schemaChanges: r.register(new Counter("cdc_sink_schema_changes_total", "Source schema changes met, per analytics table and what was done: added, widened, accepted, ignored, refused (the mapping stopped).", ["table", "action"])),
+    mappingStopped: r.register(new Gauge("cdc_sink_mapping_stopped", "1 while a mapping is stopped by a schema change it cannot apply: its events wait, its source position does not advance.", ["table"])),
+    deadLettersPending: r.register(new Gauge("cdc_sink_dead_letters_pending", "Dead letters not yet retried or discarded (cdc-sink dlq), per analytics table.", ["table"])),
   };
   m.batches.init();
   m.batchSize.init();

@@ -68,6 +68,11 @@ export interface Target {
   readonly keyIndex: ReadonlyMap<string, number>;
   /** Kafka mappings: how the connector encodes values */
   readonly encoding: Encoding;
+  /**
+   * Set when a schema change stopped this mapping (sink/evolve.ts): why. Its records are not
+   * applied and its source parts do not advance past them until a restart finds the table fixed.
+   */
+  readonly stopped?: string;
 }
 
 /** Where a record came from: enough to find it again and to checkpoint past it. */
@@ -149,10 +154,13 @@ export interface DeadLetter {
 }
 
 /**
- * Columns a source has that its analytics table lacks, to be added before the changes that carry
- * them. A decoder knows the source's type by OID; the source describes it as SQL (`sqlType`).
+ * Source columns with their types, for the sink to compare with the analytics table before the
+ * changes that follow: a column the table lacks may be added, a retyped one widened, or the mapping
+ * stopped (sink/evolve.ts). A pgoutput decoder knows the source's type by OID and the source
+ * describes it as SQL (`sqlType`); a Debezium decoder derives it from the message schema (`loose`:
+ * the schema does not tell the length or precision), or has none (schemaless: `sqlType` unset).
  */
 export interface SchemaChange {
   target: Target;
-  add: Array<{ source: string; column: string; sqlType?: string; typeOid?: number; typmod?: number }>;
+  add: Array<{ source: string; column: string; sqlType?: string; typeOid?: number; typmod?: number; loose?: boolean }>;
 }

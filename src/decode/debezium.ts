@@ -1,11 +1,19 @@
 // Debezium PostgreSQL change events (Kafka Connect JSON, with or without schema) -> changes.
+//
+// Schema changes: a message schema not judged yet for its topic (the first one, then any whose
+// `after` fields differ) stops decoding before that record with the fields and the types they
+// derive (schema/connect.ts), for the sink to judge (sink/evolve.ts). A schemaless record's field
+// the table lacks cannot be typed: it is reported once per field and table (the sink records it
+// as ignored) and not copied. A mapping the sink stopped is held: its records are not applied and
+// their partition's checkpoint stays at the first of them, so a restart reads them again.
 import { createHash } from "node:crypto";
 import type { ChangeBatch } from "../batch.ts";
 import { DecodeError, errorInfo } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
 import type { MessageBatch } from "../kafka/index.ts";
-import { type Change, type Coord, Kind, NO_POSITION, type Position, type Target } from "../model.ts";
-import type { Decoder } from "../pipeline.ts";
+import { type Change, type Coord, Kind, NO_POSITION, partKey, type Position, type SchemaChange, type Target } from "../model.ts";
+import type { Decoder, DecodeStop } from "../pipeline.ts";
+import { type ConnectField, connectSqlType } from "../schema/connect.ts";
 import { parseJson } from "./json.ts";
 import { ABSENT, type FieldSchema, toText } from "./values.ts";
 
@@ -100,9 +108,25 @@ function decodeKey(t: Target, keyText: string): { key: (string | null)[]; keyTex
 
 /** What else a decoder may ask of the record: whether Debezium marked it as the new row of a key change. */
 export interface RecordContext {
+  /** fields of a schemaless row image that the target does not copy */
   unknownFields?: Set<string>;
   keyChanged?: () => boolean;
+  /** called with the row image's field schemas when the record has a schema; may throw SchemaStop */
+  checkSchema?: (fields: Map<string, FieldSchema> | undefined) => void;
 }
+
+/** Thrown by a RecordContext's checkSchema: the analytics table must be judged before this record. */
+export class SchemaStop extends Error {
+  constructor(readonly request: SchemaChange) {
+    super("schema change");
+  }
+}
+
+/** What a field schema says about its type, comparable between records. */
+const fieldSig = (f: ConnectField): string =>
+  !f || typeof f !== "object"
+    ? String(f)
+    : `${String(f.type)}|${String(f.name ?? "")}|${f.parameters ? JSON.stringify(f.parameters) : ""}|${f.items ? fieldSig(f.items) : ""}|${Array.isArray(f.fields) ? f.fields.map(fieldSig).join(",") : ""}`;
 
 /**
  * One Kafka record of a Debezium topic -> a change, or null when it carries no row (op `m`).
@@ -143,8 +167,9 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
       if (keyText === null) throw new DecodeError(`${op} event has no message key`);
       const after = env.after;
       if (!after || typeof after !== "object" || Array.isArray(after)) throw new DecodeError(`${op} event has no after image (an object)`);
-      const k = decodeKey(t, keyText);
       const fields = fieldSchemas(schema, "after");
+      if (schema) ctx.checkSchema?.(fields);
+      const k = decodeKey(t, keyText);
       const cols: string[] = [];
       const vals: (string | null)[] = [];
       const image = after as Obj;
@@ -154,7 +179,7 @@ export function decodeDebezium(t: Target, keyText: string | null, valueText: str
         const value = image[field];
         const col = t.columns.get(field);
         if (col === undefined) {
-          ctx.unknownFields?.add(field);
+          if (!fields) ctx.unknownFields?.add(field);
           continue;
         }
         if (t.keyIndex.has(col)) continue;
@@ -196,7 +221,6 @@ export function createDebeziumDecoder(deps: {
   stream: string;
   targets: Target[];
   onDeadLetter?: (info: { topic: string; partition: number; offset: number; error: string; code: string }) => void;
-  onUnknownFields?: (fields: string[]) => void;
   onConsumed?: (topic: string, n: number) => void;
   /** the dead-letter cap ([dead_letters] max_value_bytes): a larger record is kept as its head, size and SHA-256 */
   maxValueBytes?: number;
@@ -212,12 +236,65 @@ export function createDebeziumDecoder(deps: {
   const byTopic = new Map<string, Target>();
   for (const t of deps.targets) byTopic.set(t.mapping.topic!, t);
   const unknownFields = new Set<string>();
-  const reported = new Set<string>();
+  /** per topic: schemaless fields already reported */
+  const reported = new Map<string, Set<string>>();
+  /** per topic: the signature of each field schema judged, and the text of the last message schema found equal to them */
+  const judged = new Map<string, Map<string, string>>();
+  const schemaText = new Map<string, string>();
+  /** stopped mappings' partitions (topic/partition): the first held offset */
+  const held = new Map<string, bigint>();
+  /** the record being decoded, for checkSchema (one object, reused) */
+  const cur = { topic: "", t: undefined as unknown as Target, valueText: "" };
+
+  /** The record's `{"schema":…` prefix, when the converter wrote the schema first (Kafka Connect's JsonConverter does). */
+  const schemaPrefix = (text: string): string | undefined => {
+    if (!text.startsWith('{"schema":')) return undefined;
+    const end = text.indexOf(',"payload":');
+    return end > 0 ? text.slice(0, end) : undefined;
+  };
+
+  /** Fields whose schema differs from what was judged for the topic: a request for the sink. */
+  function checkSchema(fields: Map<string, FieldSchema> | undefined): void {
+    const { topic, t, valueText } = cur;
+    const known = schemaText.get(topic);
+    if (known !== undefined && valueText.startsWith(known) && valueText.startsWith(',"payload":', known.length)) return;
+    const prefix = schemaPrefix(valueText);
+    if (prefix !== undefined) schemaText.set(topic, prefix);
+    if (!fields) return;
+    let sigs = judged.get(topic);
+    if (!sigs) judged.set(topic, (sigs = new Map()));
+    const add: SchemaChange["add"] = [];
+    for (const [field, f] of fields) {
+      if (t.mapping.columns && !t.mapping.columns.includes(field) && !t.keyFields.has(field)) continue;
+      const sig = fieldSig(f as ConnectField);
+      if (sigs.get(field) === sig) continue;
+      sigs.set(field, sig);
+      const type = connectSqlType(f as ConnectField);
+      add.push({ source: field, column: t.mapping.rename[field] ?? field, sqlType: type?.sqlType, loose: type?.loose });
+    }
+    if (add.length) throw new SchemaStop({ target: t, add });
+  }
+
+  /** Schemaless fields of `topic` not reported yet: a request for the sink to record them as ignored. */
+  function unknownRequest(topic: string, t: Target): SchemaChange | undefined {
+    let seen = reported.get(topic);
+    if (!seen) reported.set(topic, (seen = new Set()));
+    const add: SchemaChange["add"] = [];
+    for (const f of unknownFields) {
+      if (seen.has(f)) continue;
+      seen.add(f);
+      if (!t.mapping.columns || t.mapping.columns.includes(f)) add.push({ source: f, column: t.mapping.rename[f] ?? f });
+    }
+    unknownFields.clear();
+    return add.length ? { target: t, add } : undefined;
+  }
+
   return {
     decode(b: MessageBatch, batch: ChangeBatch, from: number, to: number) {
       const now = Date.now();
       const names = b.topicNames;
       const counts = new Array<number>(names.length).fill(0);
+      let stop: DecodeStop | undefined;
       for (let i = from; i < to; i++) {
         const ti = b.topicIndex(i);
         counts[ti]!++;
@@ -228,6 +305,11 @@ export function createDebeziumDecoder(deps: {
         batch.advance(coord, coord.position + 1n, b.size(i), now);
         const t = byTopic.get(topic);
         if (!t) continue;
+        if (t.stopped) {
+          const h = held.get(coord.part);
+          if (h === undefined || coord.position < h) held.set(coord.part, coord.position);
+          continue;
+        }
         if (i === from + ((to - from) >> 1)) failpoint("mid-decode");
         // bytes that are not UTF-8 are checked as bytes: a large invalid record is never decoded whole
         if (!b.keyIsUtf8(i) || !b.valueIsUtf8(i)) {
@@ -239,11 +321,22 @@ export function createDebeziumDecoder(deps: {
         }
         const keyText = b.keyText(i);
         const valueText = b.valueText(i);
+        if (valueText !== null) {
+          cur.topic = topic;
+          cur.t = t;
+          cur.valueText = valueText;
+        }
         try {
-          const c = decodeDebezium(t, keyText, valueText, coord, { unknownFields, keyChanged: () => b.headers(i).some(([name]) => name === "__debezium.oldkey") });
+          const c = decodeDebezium(t, keyText, valueText, coord, { unknownFields, checkSchema, keyChanged: () => b.headers(i).some(([name]) => name === "__debezium.oldkey") });
           if (c && valueText !== null && b.valueLength(i) > maxValueBytes) c.raw = { key: keyText, ...large(b.value(i)!, valueText) };
           if (c) batch.add(c, now);
         } catch (e) {
+          if (e instanceof SchemaStop) {
+            // decoded again from here once the sink has judged the schema: counted then
+            counts[ti]!--;
+            stop = { at: i, request: e.request };
+            break;
+          }
           const { error } = errorInfo(e);
           // anything a decoder throws is about this record (a RangeError from absurd nesting too)
           const code = e instanceof DecodeError ? e.code : "DECODE";
@@ -259,15 +352,21 @@ export function createDebeziumDecoder(deps: {
             code,
           });
         }
+        if (unknownFields.size) {
+          const request = unknownRequest(topic, t);
+          if (request) {
+            stop = { at: i + 1, request };
+            break;
+          }
+        }
       }
+      cur.valueText = "";
       for (let ti = 0; ti < names.length; ti++) if (counts[ti]) deps.onConsumed?.(names[ti]!, counts[ti]!);
-      if (unknownFields.size) {
-        const fresh = [...unknownFields].filter((f) => !reported.has(f));
-        for (const f of fresh) reported.add(f);
-        if (fresh.length) deps.onUnknownFields?.(fresh);
-        unknownFields.clear();
+      for (const [part, position] of held) {
+        const p = batch.parts.get(partKey({ stream: deps.stream, part }));
+        if (p && p.next > position) p.next = position;
       }
-      return undefined;
+      return stop;
     },
     retarget(t: Target) {
       byTopic.set(t.mapping.topic!, t);

@@ -7,8 +7,15 @@
 // snapshot holds exactly the transactions committed before the slot's consistent point S, and every
 // streamed transaction commits after S: snapshot rows (copied by sources/postgres/snapshot.ts) are
 // (0, S), below any streamed change.
+//
+// Schema: the first relation message of a mapped table, and every one whose columns or types
+// differ from the last, stops decoding with the table's columns and types for the sink to judge
+// (sink/evolve.ts). A mapping the sink stopped is held: its changes are not applied and the
+// source's checkpoint stays at the end of the last transaction before its first held change, so
+// a restart reads them again (the other tables' changes after it are applied now, and again then:
+// their rows' positions make the second time a no-op).
 import type { ChangeBatch } from "../batch.ts";
-import { type Change, type Coord, Kind, type SchemaChange, type Target } from "../model.ts";
+import { type Change, type Coord, Kind, partKey, type SchemaChange, type Target } from "../model.ts";
 import type { Decoder, DecodeStop } from "../pipeline.ts";
 import type { PgOutputMessage, Relation } from "./pgoutput.ts";
 
@@ -29,8 +36,8 @@ export interface PgSourceInfo {
   name: string;
   /** checkpoint stream of the source: pg:<slot> */
   stream: string;
-  /** new source columns: ignored (logged once) or added to the analytics table */
-  newColumns: "ignore" | "add";
+  /** deprecated, unused: each mapping's schema_changes decides */
+  newColumns?: "ignore" | "add";
 }
 
 interface SourceState {
@@ -40,6 +47,8 @@ interface SourceState {
   /** end LSN of the last transaction read: where the source resumes after it */
   readEnd: bigint;
   snapshotPart: string;
+  /** a stopped mapping's first held change: the checkpoint of this source goes no further than the end of the transaction before it */
+  held: bigint | undefined;
 }
 
 const tableKey = (source: string, table: string) => `${source}\u0000${table}`;
@@ -47,29 +56,29 @@ const tableKey = (source: string, table: string) => `${source}\u0000${table}`;
 export function createPgChangeDecoder(deps: {
   sources: PgSourceInfo[];
   targets: Target[];
-  onIgnoredColumn?: (info: { source: string; table: string; column: string; target: string }) => void;
   onConsumed?: (label: string, n: number) => void;
 }): Decoder<PgRecords> {
   const targets = new Map<string, Target>();
   for (const t of deps.targets) targets.set(tableKey(t.mapping.source!, t.mapping.source_table!), t);
   const states = new Map<string, SourceState>();
-  for (const info of deps.sources) states.set(info.name, { info, relations: new Map(), txn: undefined, readEnd: 0n, snapshotPart: `${info.name}#snapshot` });
-  const warned = new Set<string>();
+  for (const info of deps.sources) states.set(info.name, { info, relations: new Map(), txn: undefined, readEnd: 0n, snapshotPart: `${info.name}#snapshot`, held: undefined });
+  /** per table: the columns and types of the relation last judged */
+  const judged = new Map<string, string>();
 
-  /** New columns of a relation that its target lacks: a request to add them, or logged once and ignored. */
-  function newColumns(src: SourceState, rel: Relation, t: Target): SchemaChange | undefined {
+  /** The relation's mapped columns and their types, for the sink to judge, unless they are what was judged last. */
+  function schemaRequest(key: string, rel: Relation, t: Target): SchemaChange | undefined {
+    const sig = rel.columns.map((c) => `${c.name}:${c.typeOid}:${c.typmod}`).join(",");
+    if (judged.get(key) === sig) return undefined;
+    judged.set(key, sig);
     const add: SchemaChange["add"] = [];
-    for (const c of rel.columns) {
-      if (t.columns.has(c.name) || warned.has(`${t.table.name}.${c.name}`)) continue;
-      const column = t.mapping.rename[c.name] ?? c.name;
-      const allowed = !t.mapping.columns || t.mapping.columns.includes(c.name);
-      if (src.info.newColumns === "add" && allowed && !t.table.columns.has(column)) add.push({ source: c.name, column, typeOid: c.typeOid, typmod: c.typmod });
-      else {
-        warned.add(`${t.table.name}.${c.name}`);
-        deps.onIgnoredColumn?.({ source: src.info.name, table: `${rel.schema}.${rel.table}`, column: c.name, target: t.table.name });
-      }
-    }
+    for (const c of rel.columns)
+      if (!t.mapping.columns || t.mapping.columns.includes(c.name) || t.keyFields.has(c.name)) add.push({ source: c.name, column: t.mapping.rename[c.name] ?? c.name, typeOid: c.typeOid, typmod: c.typmod });
     return add.length ? { target: t, add } : undefined;
+  }
+
+  /** A change of a stopped mapping: not applied; the source resumes before its transaction. */
+  function hold(src: SourceState): void {
+    if (src.held === undefined || src.readEnd < src.held) src.held = src.readEnd;
   }
 
   /** One replication message; returns a columns request when the analytics table must change first. */
@@ -86,8 +95,9 @@ export function createPgChangeDecoder(deps: {
         return;
       case "relation": {
         src.relations.set(m.relation.oid, m.relation);
-        const t = targets.get(tableKey(src.info.name, `${m.relation.schema}.${m.relation.table}`));
-        return t && newColumns(src, m.relation, t);
+        const key = tableKey(src.info.name, `${m.relation.schema}.${m.relation.table}`);
+        const t = targets.get(key);
+        return t && !t.stopped ? schemaRequest(key, m.relation, t) : undefined;
       }
       case "truncate": {
         if (!src.txn) return;
@@ -95,6 +105,10 @@ export function createPgChangeDecoder(deps: {
           const rel = src.relations.get(oid);
           const t = rel && targets.get(tableKey(src.info.name, `${rel.schema}.${rel.table}`));
           if (!t) continue;
+          if (t.stopped) {
+            hold(src);
+            continue;
+          }
           const coord: Coord = { stream, part: src.info.name, position: src.txn.commitLsn };
           batch.add({ target: t, kind: Kind.Truncate, key: [], keyText: "", commitLsn: src.txn.commitLsn, lsn: ++src.txn.seq, sourceTs: src.txn.commitTime, coord }, now);
         }
@@ -106,6 +120,10 @@ export function createPgChangeDecoder(deps: {
         const rel = src.relations.get(m.relationOid);
         const t = rel && targets.get(tableKey(src.info.name, `${rel.schema}.${rel.table}`));
         if (!t || !src.txn) return;
+        if (t.stopped) {
+          hold(src);
+          return;
+        }
         const coord: Coord = { stream, part: src.info.name, position: src.txn.commitLsn };
         // inside a transaction the part resumes at the end of the last one read; its COMMIT moves it
         batch.advance(coord, src.readEnd, 0, now);
@@ -168,6 +186,11 @@ export function createPgChangeDecoder(deps: {
         }
       }
       for (const [label, n] of consumed) deps.onConsumed?.(label, n);
+      for (const src of states.values()) {
+        if (src.held === undefined) continue;
+        const p = batch.parts.get(partKey({ stream: src.info.stream, part: src.info.name }));
+        if (p && p.next > src.held) p.next = src.held;
+      }
       return stop;
     },
     retarget(t: Target): void {

@@ -1,4 +1,6 @@
-// The sink's own tables in the state schema: checkpoints, dead letters, tombstones of deleted keys.
+// The sink's own tables in the state schema: checkpoints, dead letters (and the audit of their
+// handling), tombstones of deleted keys, the log of schema changes and the source column types last
+// seen per mapping.
 import type { Sql } from "postgres";
 import type { CheckpointStore } from "../pipeline.ts";
 import { textArray } from "./pgarray.ts";
@@ -35,6 +37,24 @@ export async function ensureStateTables(sql: Sql, schema: string): Promise<void>
     if (!horizon?.oid)
       await tx.unsafe(`INSERT INTO ${s}.tombstone_horizon (tbl, part, commit_lsn, lsn)
         SELECT DISTINCT ON (tbl) tbl, '', commit_lsn, lsn FROM ${s}.tombstones ORDER BY tbl, commit_lsn DESC, lsn DESC`);
+    // `cdc-sink dlq`: retries of a dead letter; a retried or discarded one moves to the audit table
+    await tx.unsafe(`ALTER TABLE ${s}.dead_letters ADD COLUMN IF NOT EXISTS retries integer NOT NULL DEFAULT 0,
+      ADD COLUMN IF NOT EXISTS last_retry_at timestamptz`);
+    await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.dead_letter_audit (
+      audit_id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), actor text NOT NULL DEFAULT current_user,
+      action text NOT NULL, outcome text NOT NULL, note text,
+      id bigint NOT NULL, failed_at timestamptz, stream text, part text, position text, target_table text, stage text,
+      key text, value text, error text, error_code text, key_bytes bytea, value_bytes bytea, value_size bigint, value_sha256 text,
+      retries integer)`);
+    // every schema change met (init, a source column added or retyped) and what was done about it
+    await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.schema_log (
+      id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), tbl text NOT NULL, mapping text NOT NULL,
+      col text, change text NOT NULL, action text NOT NULL, policy text, source_type text, old_type text, new_type text,
+      statement text, detail text)`);
+    // the source type of each mapped column as last judged: a change is what differs from it
+    await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.source_columns (
+      tbl text NOT NULL, mapping text NOT NULL, col text NOT NULL, source_type text, seen_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (tbl, mapping, col))`);
     // positions are unsigned 64-bit: installations from before kept them in bigint
     const [old] = await tx`SELECT 1 FROM information_schema.columns WHERE table_schema = ${schema} AND table_name = 'tombstones' AND column_name = 'lsn' AND data_type = 'bigint'`;
     if (old) await tx.unsafe(`ALTER TABLE ${s}.tombstones ALTER COLUMN commit_lsn TYPE numeric(20,0), ALTER COLUMN lsn TYPE numeric(20,0)`);
