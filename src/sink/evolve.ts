@@ -32,7 +32,7 @@ import type { Mapping } from "../config.ts";
 import { errorInfo, isConnectionError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import type { SchemaChange, Target } from "../model.ts";
+import type { SchemaChange, TableInfo, Target } from "../model.ts";
 import { judge, parseSqlType } from "../schema/types.ts";
 import { introspectTable, quoteIdent } from "./schema.ts";
 import { resolveTarget } from "./targets.ts";
@@ -60,20 +60,23 @@ export interface SchemaLogEntry {
   detail?: string | null;
 }
 
+/** PostgreSQL text cannot hold NUL: a field name from an event may (shown as U+FFFD). */
+const pgText = <T extends string | null | undefined>(s: T): T => (typeof s === "string" && s.includes("\u0000") ? (s.replaceAll("\u0000", "\uFFFD") as T) : s);
+
 export async function writeSchemaLog(sql: Sql | TransactionSql, stateSchema: string, entries: SchemaLogEntry[]): Promise<void> {
   if (!entries.length) return;
   const rows = entries.map((e) => ({
     tbl: e.tbl,
     mapping: e.mapping,
-    col: e.col,
+    col: pgText(e.col),
     change: e.change,
     action: e.action,
     policy: e.policy ?? null,
     source_type: e.sourceType ?? null,
     old_type: e.oldType ?? null,
     new_type: e.newType ?? null,
-    statement: e.statement ?? null,
-    detail: e.detail ?? null,
+    statement: pgText(e.statement ?? null),
+    detail: pgText(e.detail ?? null),
   }));
   await (sql as Sql)`INSERT INTO ${sql(stateSchema)}.schema_log ${sql(rows)}`;
 }
@@ -97,98 +100,113 @@ export function createEvolver(deps: { sql: Sql; stateSchema: string; log: Logger
     const id = mappingId(m);
     const logged: SchemaLogEntry[] = [];
     const refused: string[] = [];
-    const info = await sql.begin(async (tx) => {
-      await tx`SELECT pg_advisory_xact_lock(hashtext(${`cdc_sink_evolve:${table}`}))`;
-      await tx.unsafe(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
-      let current = await introspectTable(tx as unknown as Sql, table);
-      const seen = new Map((await tx.unsafe(`SELECT col, source_type FROM ${state}.source_columns WHERE tbl = $1 AND mapping = $2`, [table, id])).map((r) => [r.col as string, r.source_type as string | null]));
-      const fresh = seen.size === 0;
-      const judged: Array<[string, string | null]> = [];
-      const entry = (e: Omit<SchemaLogEntry, "tbl" | "mapping" | "policy">) => logged.push({ tbl: table, mapping: id, policy, ...e });
-      /** Runs a DDL statement; false (the change is refused: the mapping stops) when it fails for a reason a retry cannot fix. */
-      const ddl = async (statement: string, what: string, e: Omit<SchemaLogEntry, "tbl" | "mapping" | "policy" | "action">): Promise<boolean> => {
-        try {
-          await tx.savepoint((sp) => sp.unsafe(statement));
-          return true;
-        } catch (err) {
-          if (retryable(err)) throw err;
-          const reason = `${statement} failed: ${errorInfo(err).error}`;
-          refused.push(`${what}: ${reason}`);
-          entry({ ...e, action: "refused", statement, detail: reason });
-          return false;
-        }
-      };
-      for (const c of change.add) {
-        const col = current.columns.get(c.column);
-        const before = seen.get(c.column);
-        if (c.sqlType === undefined) {
-          // a schemaless field: no type to add it with
-          if (seen.has(c.column) || col) continue;
-          entry({ col: c.column, change: "new_column", action: "ignored", detail: "the events carry no schema (schemas.enable=false): no type to add it with" });
-          judged.push([c.column, null]);
-          continue;
-        }
-        if (before === c.sqlType) continue;
-        const first = before === undefined;
-        if (!col) {
-          if (policy === "add" && !PLAIN_NAME.test(c.column)) {
-            entry({ col: c.column, change: "new_column", action: "ignored", sourceType: c.sqlType, detail: "not a plain identifier (letters, digits, _ and $, at most 63): not added; add it by hand to copy it" });
-            judged.push([c.column, c.sqlType]);
-          } else if (policy === "add") {
-            const type = await typeInAnalytics(tx, c.sqlType);
-            const statement = `ALTER TABLE ${t.table.ident} ADD COLUMN IF NOT EXISTS ${quoteIdent(c.column)} ${type}`;
-            if (!(await ddl(statement, `new column ${c.column} ${c.sqlType}`, { col: c.column, change: "new_column", sourceType: c.sqlType, newType: type }))) continue;
-            entry({ col: c.column, change: "new_column", action: "added", sourceType: c.sqlType, newType: type, statement, detail: type === c.sqlType ? null : `type ${c.sqlType} does not exist in the analytics database: added as ${type}` });
-            judged.push([c.column, c.sqlType]);
-          } else if (policy === "ignore" || fresh) {
-            // a mapping judged for the first time: a column its table lacks was left out on purpose
-            entry({ col: c.column, change: "new_column", action: "ignored", sourceType: c.sqlType, detail: policy === "ignore" ? 'schema_changes = "ignore": not copied' : "not in the table when the mapping was first seen: taken as left out" });
-            judged.push([c.column, c.sqlType]);
-          } else {
-            refused.push(`new source column ${c.source} (${c.sqlType}): the table has no column ${c.column} and schema_changes = "fail"`);
-            entry({ col: c.column, change: "new_column", action: "refused", sourceType: c.sqlType, detail: 'schema_changes = "fail"' });
+    /** Judges every column in one transaction, under the table's lock; returns the table as it is then. */
+    const judgeInTransaction = () =>
+      sql.begin(async (tx) => {
+        await tx`SELECT pg_advisory_xact_lock(hashtext(${`cdc_sink_evolve:${table}`}))`;
+        await tx.unsafe(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
+        let current = await introspectTable(tx as unknown as Sql, table);
+        const seen = new Map((await tx.unsafe(`SELECT col, source_type FROM ${state}.source_columns WHERE tbl = $1 AND mapping = $2`, [table, id])).map((r) => [r.col as string, r.source_type as string | null]));
+        const seenAs = (col: string) => seen.has(pgText(col));
+        const fresh = seen.size === 0;
+        const judged: Array<[string, string | null]> = [];
+        const entry = (e: Omit<SchemaLogEntry, "tbl" | "mapping" | "policy">) => logged.push({ tbl: table, mapping: id, policy, ...e });
+        /** Runs a DDL statement; false (the change is refused: the mapping stops) when it fails for a reason a retry cannot fix. */
+        const ddl = async (statement: string, what: string, e: Omit<SchemaLogEntry, "tbl" | "mapping" | "policy" | "action">): Promise<boolean> => {
+          try {
+            await tx.savepoint((sp) => sp.unsafe(statement));
+            return true;
+          } catch (err) {
+            if (retryable(err)) throw err;
+            const reason = `${statement} failed: ${errorInfo(err).error}`;
+            refused.push(`${what}: ${reason}`);
+            entry({ ...e, action: "refused", statement, detail: reason });
+            return false;
           }
-          continue;
-        }
-        const j = judge(col.sqlType, c.sqlType, c.loose);
-        const change = "type_change" as const;
-        if (j.verdict === "fits") {
-          if (!first) entry({ col: c.column, change, action: "accepted", sourceType: c.sqlType, oldType: col.sqlType, newType: col.sqlType, detail: `source type was ${before ?? "unknown"}; the analytics column holds the new one` });
-          judged.push([c.column, c.sqlType]);
-        } else if (j.verdict === "widen") {
-          if (policy === "add") {
-            const statement = `ALTER TABLE ${t.table.ident} ALTER COLUMN ${quoteIdent(c.column)} TYPE ${j.to}`;
-            if (!(await ddl(statement, `column ${c.column} ${col.sqlType} -> ${j.to} (source ${c.sqlType})`, { col: c.column, change, sourceType: c.sqlType, oldType: col.sqlType, newType: j.to }))) continue;
-            entry({ col: c.column, change, action: "widened", sourceType: c.sqlType, oldType: col.sqlType, newType: j.to, statement });
+        };
+        for (const c of change.add) {
+          const col = current.columns.get(c.column);
+          const before = seen.get(pgText(c.column));
+          if (c.sqlType === undefined) {
+            // a schemaless field: no type to add it with
+            if (seenAs(c.column) || col) continue;
+            entry({ col: c.column, change: "new_column", action: "ignored", detail: "the events carry no schema (schemas.enable=false): no type to add it with" });
+            judged.push([c.column, null]);
+            continue;
+          }
+          if (before === c.sqlType) continue;
+          const first = before === undefined;
+          if (!col) {
+            if (policy === "add" && !PLAIN_NAME.test(c.column)) {
+              entry({ col: c.column, change: "new_column", action: "ignored", sourceType: c.sqlType, detail: "not a plain identifier (letters, digits, _ and $, at most 63): not added; add it by hand to copy it" });
+              judged.push([c.column, c.sqlType]);
+            } else if (policy === "add") {
+              const type = await typeInAnalytics(tx, c.sqlType);
+              const statement = `ALTER TABLE ${t.table.ident} ADD COLUMN IF NOT EXISTS ${quoteIdent(c.column)} ${type}`;
+              if (!(await ddl(statement, `new column ${c.column} ${c.sqlType}`, { col: c.column, change: "new_column", sourceType: c.sqlType, newType: type }))) continue;
+              entry({ col: c.column, change: "new_column", action: "added", sourceType: c.sqlType, newType: type, statement, detail: type === c.sqlType ? null : `type ${c.sqlType} does not exist in the analytics database: added as ${type}` });
+              judged.push([c.column, c.sqlType]);
+            } else if (policy === "ignore" || fresh) {
+              // a mapping judged for the first time: a column its table lacks was left out on purpose
+              entry({ col: c.column, change: "new_column", action: "ignored", sourceType: c.sqlType, detail: policy === "ignore" ? 'schema_changes = "ignore": not copied' : "not in the table when the mapping was first seen: taken as left out" });
+              judged.push([c.column, c.sqlType]);
+            } else {
+              refused.push(`new source column ${c.source} (${c.sqlType}): the table has no column ${c.column} and schema_changes = "fail"`);
+              entry({ col: c.column, change: "new_column", action: "refused", sourceType: c.sqlType, detail: 'schema_changes = "fail"' });
+            }
+            continue;
+          }
+          const j = judge(col.sqlType, c.sqlType, c.loose);
+          const change = "type_change" as const;
+          if (j.verdict === "fits") {
+            if (!first) entry({ col: c.column, change, action: "accepted", sourceType: c.sqlType, oldType: col.sqlType, newType: col.sqlType, detail: `source type was ${before ?? "unknown"}; the analytics column holds the new one` });
+            judged.push([c.column, c.sqlType]);
+          } else if (j.verdict === "widen") {
+            if (policy === "add") {
+              const statement = `ALTER TABLE ${t.table.ident} ALTER COLUMN ${quoteIdent(c.column)} TYPE ${j.to}`;
+              if (!(await ddl(statement, `column ${c.column} ${col.sqlType} -> ${j.to} (source ${c.sqlType})`, { col: c.column, change, sourceType: c.sqlType, oldType: col.sqlType, newType: j.to }))) continue;
+              entry({ col: c.column, change, action: "widened", sourceType: c.sqlType, oldType: col.sqlType, newType: j.to, statement });
+              judged.push([c.column, c.sqlType]);
+            } else if (policy === "ignore") {
+              entry({ col: c.column, change, action: "ignored", sourceType: c.sqlType, oldType: col.sqlType, detail: `schema_changes = "ignore": not widened to ${j.to}; values that do not fit become dead letters` });
+              judged.push([c.column, c.sqlType]);
+            } else {
+              refused.push(`column ${c.column}: the source's ${c.sqlType} needs ${col.sqlType} widened to ${j.to}, and schema_changes = "fail"`);
+              entry({ col: c.column, change, action: "refused", sourceType: c.sqlType, oldType: col.sqlType, detail: 'schema_changes = "fail"' });
+            }
+          } else if (first) {
+            // not known to be a change: the analytics type was chosen so
             judged.push([c.column, c.sqlType]);
           } else if (policy === "ignore") {
-            entry({ col: c.column, change, action: "ignored", sourceType: c.sqlType, oldType: col.sqlType, detail: `schema_changes = "ignore": not widened to ${j.to}; values that do not fit become dead letters` });
+            entry({ col: c.column, change, action: "ignored", sourceType: c.sqlType, oldType: col.sqlType, detail: `source type changed from ${before}; values that do not fit ${col.sqlType} become dead letters` });
             judged.push([c.column, c.sqlType]);
           } else {
-            refused.push(`column ${c.column}: the source's ${c.sqlType} needs ${col.sqlType} widened to ${j.to}, and schema_changes = "fail"`);
-            entry({ col: c.column, change, action: "refused", sourceType: c.sqlType, oldType: col.sqlType, detail: 'schema_changes = "fail"' });
+            refused.push(`column ${c.column}: the source changed it from ${before} to ${c.sqlType}, which ${col.sqlType} does not hold and no safe widening makes it hold (ALTER it by hand and restart)`);
+            entry({ col: c.column, change, action: "refused", sourceType: c.sqlType, oldType: col.sqlType });
           }
-        } else if (first) {
-          // not known to be a change: the analytics type was chosen so
-          judged.push([c.column, c.sqlType]);
-        } else if (policy === "ignore") {
-          entry({ col: c.column, change, action: "ignored", sourceType: c.sqlType, oldType: col.sqlType, detail: `source type changed from ${before}; values that do not fit ${col.sqlType} become dead letters` });
-          judged.push([c.column, c.sqlType]);
-        } else {
-          refused.push(`column ${c.column}: the source changed it from ${before} to ${c.sqlType}, which ${col.sqlType} does not hold and no safe widening makes it hold (ALTER it by hand and restart)`);
-          entry({ col: c.column, change, action: "refused", sourceType: c.sqlType, oldType: col.sqlType });
         }
-      }
-      if (judged.length)
-        await tx.unsafe(
-          `INSERT INTO ${state}.source_columns (tbl, mapping, col, source_type) SELECT $1, $2, c, s FROM unnest($3::text[], $4::text[]) AS u(c, s)
-           ON CONFLICT (tbl, mapping, col) DO UPDATE SET source_type = EXCLUDED.source_type, seen_at = now()`,
-          [table, id, judged.map(([c]) => c), judged.map(([, s]) => s)] as never[],
-        );
-      await writeSchemaLog(tx, stateSchema, logged);
-      if (logged.some((e) => e.action === "added" || e.action === "widened")) current = await introspectTable(tx as unknown as Sql, table);
-      return current;
-    });
+        if (judged.length)
+          await tx.unsafe(
+            `INSERT INTO ${state}.source_columns (tbl, mapping, col, source_type) SELECT $1, $2, c, s FROM unnest($3::text[], $4::text[]) AS u(c, s)
+             ON CONFLICT (tbl, mapping, col) DO UPDATE SET source_type = EXCLUDED.source_type, seen_at = now()`,
+            [table, id, judged.map(([c]) => pgText(c)), judged.map(([, s]) => s)] as never[],
+          );
+        await writeSchemaLog(tx, stateSchema, logged);
+        if (logged.some((e) => e.action === "added" || e.action === "widened")) current = await introspectTable(tx as unknown as Sql, table);
+        return current;
+      });
+    let info: TableInfo;
+    try {
+      info = await judgeInTransaction();
+    } catch (e) {
+      if (retryable(e)) throw e;
+      // never a loop of retries that cannot succeed: this mapping stops, the others go on
+      const stopped = `mapping ${id} -> ${table} stopped: its source schema change could not be judged: ${errorInfo(e).error}`;
+      metrics?.schemaChanges.inc({ table, action: "refused" });
+      metrics?.mappingStopped.set({ table }, 1);
+      log.error("mapping stopped: its events are held until cdc-sink is restarted", { table, mapping: id, ...errorInfo(e) });
+      return { ...t, stopped };
+    }
     for (const e of logged) {
       metrics?.schemaChanges.inc({ table, action: e.action });
       const ctx = { table, mapping: id, column: e.col, sourceType: e.sourceType, from: e.oldType, to: e.newType, detail: e.detail ?? undefined };
