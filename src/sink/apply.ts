@@ -207,10 +207,11 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       const col = c.target.table.columns.get(c.cols[i]!);
       if (v === null || v === undefined || !col) continue;
       try {
-        await tx.savepoint((sp) => sp.unsafe(`SELECT ($1::${col.castType})::${col.sqlType}`, [v]));
+        // the parameter as text: postgres.js would serialize a timestamp parameter through Date
+        await tx.savepoint((sp) => sp.unsafe(`SELECT (($1::text)::${col.castType})::${col.sqlType}`, [v]));
       } catch (e) {
-        if (isDataError(e)) return c.cols[i];
-        throw e;
+        // anything else (the connection lost) fails the batch's next statement, which is retried
+        return isDataError(e) ? c.cols[i] : undefined;
       }
     }
     return undefined;
