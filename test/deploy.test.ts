@@ -382,6 +382,16 @@ describe("alert rules", () => {
         alert_rule_test: [alert("CdcSinkDeadLetters", "8m"), alert("CdcSinkDeadLetters", "20m", { severity: "warning", table: "dim_books", reason: "23502" })],
       },
       {
+        // a mapping stopped by a schema change, on one of two instances: one alert per table
+        interval: "1m",
+        input_series: [
+          { series: `cdc_sink_mapping_stopped{${i}, table="fact_orders"}`, values: "0x3 1x10" },
+          { series: 'cdc_sink_mapping_stopped{instance="10.0.0.2:8080", job="cdc-sink/cdc-sink", table="fact_orders"}', values: "0x14" },
+          { series: `cdc_sink_mapping_stopped{${i}, table="dim_books"}`, values: "0x14" },
+        ],
+        alert_rule_test: [alert("CdcSinkMappingStopped", "3m"), alert("CdcSinkMappingStopped", "6m", { severity: "critical", table: "fact_orders" })],
+      },
+      {
         // a PostgreSQL-mode standby is not ready by design
         interval: "1m",
         input_series: [

@@ -4,7 +4,7 @@
 # tables and views of sql/analytics-ddl.sql, and the least privileges README's Security section
 # names: SELECT, INSERT, UPDATE, DELETE on the mapped tables, and CREATE on the database for the
 # state schema (cdc_sink: checkpoints, tombstones, dead letters) that cdc-sink creates and owns.
-# (A mapping with truncate = "truncate" needs TRUNCATE too; new_columns = "add" needs ownership.)
+# (A mapping with truncate = "truncate" needs TRUNCATE too; schema_changes = "add" needs ownership of the tables; auto_provision, CREATE on the schema.)
 # Re-runnable. ANALYTICS_PASSWORD_FILE and SQL_DIR override the container paths.
 set -eo pipefail
 password_file="${ANALYTICS_PASSWORD_FILE:-/mnt/analytics-credentials/password}"
