@@ -244,7 +244,7 @@ export function environmentKeys(): Array<[string, string]> {
  */
 function applyEnv(raw: Obj, env: Record<string, string | undefined>, issues: ConfigIssue[]): void {
   for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith("CDC_SINK_") || value === undefined || name === "CDC_SINK_CONFIG") continue;
+    if (!name.startsWith("CDC_SINK_") || value === undefined || name === "CDC_SINK_CONFIG" || name === "CDC_SINK_FAILPOINTS") continue;
     let parsed: unknown = value;
     try {
       parsed = (parseToml(`v = ${value}`) as Obj).v;
