@@ -326,7 +326,7 @@ test("values compare by canonical text whatever each database's session defaults
   const dst = postgres(analyticsUrl, { max: 1, onnotice: () => {} });
   await src.unsafe(`CREATE TABLE public.things (id int PRIMARY KEY, code varchar(10), amount numeric(12,3), ratio real, big float8, at timestamptz, local timestamp(3), day date,
     tod time, span interval, doc json, tags text[], raw bytea, price money, ok boolean, uid uuid, gone text)`);
-  await src.unsafe(`INSERT INTO public.things SELECT g, 'c' || g, g / 3.0, g / 7.0, g * 1e300 / 3, timestamptz '2024-06-30 23:59:59.999999+14' + g * interval '1 h',
+  await src.unsafe(`INSERT INTO public.things SELECT g, 'c' || g, g / 4.0, g / 7.0, g * 1e300 / 3, timestamptz '2024-06-30 23:59:59.999999+14' + g * interval '1 h',
     timestamp '1999-12-31 23:59:59.999' + g * interval '1 day', date '2000-02-28' + g, time '23:59:59.5', interval '1 year 2 months 3 days 04:05:06.789' * g,
     ('{"b": ' || g || ', "a": [1, 2.50]}')::json, ARRAY['x y', NULL, 'q"uote'], decode('00ff' || lpad(to_hex(g), 4, '0'), 'hex'), g * 1.5, g % 2 = 0, md5(g::text)::uuid, 'not in analytics'
     FROM generate_series(1, 250) g`);
@@ -364,12 +364,16 @@ verify_source = "src"
     UPDATE things SET at = at + interval '1 microsecond' WHERE id = 5; UPDATE things SET doc = doc || '{"c": 1}' WHERE id = 6;
     UPDATE things SET ratio = ratio * (1 + 1e-15) WHERE id = 7; UPDATE things SET price = price + 0.01::money WHERE id = 8; UPDATE things SET tags = '{}' WHERE id = 1000; UPDATE things SET code = '' WHERE id = 1000`);
   await src.unsafe(`UPDATE public.things SET gone = 'changed' WHERE id = 9`); // not a mapped column: no difference
+  // numeric(12,3) -> numeric(12,2): 0.250 is 0.25, but 1.234 is not the 1.23 a cast would round it to
+  await dst.unsafe(`UPDATE things SET amount = 1.23 WHERE id = 11`);
+  await src.unsafe(`UPDATE public.things SET amount = 1.234 WHERE id = 11`);
   expect(findings((await verifyJson(cfg)).doc)).toEqual({
-    things: { missing: [], extra: [], different: ["1000:code+tags", "3:amount", "4:span", "5:at", "6:doc", "7:ratio", "8:price"] },
+    things: { missing: [], extra: [], different: ["1000:code+tags", "11:amount", "3:amount", "4:span", "5:at", "6:doc", "7:ratio", "8:price"] },
   });
   const text: string[] = [];
   await runVerify(cfg, { print: (l) => text.push(l) });
   expect(text.join("\n")).toContain("not compared (not in the source table): note");
+  await src.unsafe(`UPDATE public.things SET amount = 1.23 WHERE id = 11`);
 
   // in the daemon: metrics per run; repair only when [verify] repair = true
   const metrics = createMetrics();

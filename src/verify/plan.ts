@@ -114,7 +114,7 @@ export async function planTable(target: Target, sourceTable: string, src: Sql, a
       else notCompared.push(c.name);
       continue;
     }
-    columns.push({ source: s.name, target: c.name, sqlType: c.sqlType, sourceType: s.type, money: c.type === "money", viaText: !known.has(c.sqlType) });
+    columns.push({ source: s.name, target: c.name, sqlType: c.sqlType, castType: c.castType, sourceType: s.type, money: c.type === "money", viaText: !known.has(c.sqlType) });
   }
   if (problems.length) throw new SchemaError(problems);
   const key: KeyPlan[] = target.key.map((k) => {

@@ -17,6 +17,8 @@ export interface ColumnPlan {
   target: string;
   /** analytics type, format_type(): the type both sides render */
   sqlType: string;
+  /** the analytics type without its modifier (numeric for numeric(12,2)); absent: the same */
+  castType?: string;
   /** source type, format_type() */
   sourceType: string;
   /** the analytics type is money: compared as numeric */
@@ -62,8 +64,19 @@ const col = (c: ColumnPlan, side: Side) => `t.${quoteIdent(side === "source" ? c
 export function valueExpr(c: ColumnPlan, side: Side): string {
   const v = col(c, side);
   if (c.viaText) return `${v}::text`;
-  const typed = side === "source" && c.sourceType !== c.sqlType ? `${v}::${c.sqlType}` : v;
+  const typed = side === "source" && c.sourceType !== c.sqlType ? asAnalytics(v, c) : v;
   return c.money ? `${typed}::numeric` : typed;
+}
+
+/**
+ * A source value as the analytics type, unless its modifier would change it: an explicit cast to
+ * varchar(10) cuts text, to numeric(12,2) rounds. Such a value keeps its own, so it differs from
+ * whatever analytics holds (the sink never stores it cut), instead of comparing equal.
+ */
+function asAnalytics(v: string, c: ColumnPlan): string {
+  if (!c.castType || c.castType === c.sqlType) return `${v}::${c.sqlType}`;
+  const base = `${v}::${c.castType}`;
+  return `CASE WHEN (${base})::${c.sqlType} = ${base} THEN (${base})::${c.sqlType} ELSE ${base} END`;
 }
 
 /** A column's canonical text. */
