@@ -8,6 +8,8 @@
 //    read resumes it; after the end of the copy there is no next read, so when CommandComplete and
 //    ReadyForQuery arrived in a later packet the connection stalled for good (the snapshot's
 //    COMMIT never ran). The end of the copy resumes the socket.
+// 4. A COPY FROM STDIN the server rejected (a value too long) left its stream waiting for ever:
+//    the error now ends the stream.
 // 3. Each message it sends was copied once more before the socket write (Buffer.from of a buffer
 //    nothing else holds), once more onto the smaller messages still pending, and a Bind once more
 //    to append its Execute, and Bun copies what the socket does not take at once: a 64 MiB value
@@ -84,6 +86,24 @@ const patches = [
     paced = null
   }
 `,
+  },
+  {
+    what: "a rejected COPY FROM ends its stream",
+    from: "  function ErrorResponse(x) {\n    if (query) {",
+    to: `  function ErrorResponse(x) {
+    // patched by cdc-sink (scripts/patch-deps.mjs): a COPY FROM the server rejects ends its stream
+    // with the error (its final callback waited for ever, also after CopyDone); no CopyFail follows
+    if (final) {
+      const f = final
+      final = null
+      f(Errors.postgres(parseError(x)))
+    } else if (stream && !(stream instanceof Stream.Readable)) {
+      const s = stream
+      stream = null
+      s._destroy = (error, callback) => callback(error)
+      s.destroy(Errors.postgres(parseError(x)))
+    }
+    if (query) {`,
   },
 ];
 // Always from the file as installed (kept beside it once), so that running again applies the

@@ -78,6 +78,27 @@ test("existing rows are snapshotted; inserts, updates and deletes in both databa
   await Promise.all([ecom.end(), inv.end(), analytics.end()]);
 }, 120_000);
 
+test("a snapshot row the analytics table rejects is a dead letter naming the column; the other rows and the stream go on", async () => {
+  const pg = await sharedCluster();
+  const { ecom, inv, analytics, cfg } = await sources(pg);
+  await analytics.unsafe("DROP VIEW IF EXISTS vw_product_sales_volume; ALTER TABLE dim_books ALTER COLUMN title TYPE varchar(5)");
+  await ecom`INSERT INTO books (isbn, title, author, price) SELECT 'i' || g, CASE WHEN g IN (2, 3) THEN 'too long ' || g ELSE 't' || g END, 'a', 1 FROM generate_series(1, 50) g`;
+  const run = await startDaemon(cfg);
+  try {
+    await ecom`INSERT INTO books (isbn, title, author, price) VALUES ('new', 'Emma', 'Austen', 5.5)`;
+    await waitFor("the other rows and the streamed one", async () => (await analytics`SELECT count(*)::int AS n FROM dim_books`)[0]!.n === 49, 30_000);
+    const dead = await analytics`SELECT key, error_code, error, part FROM cdc_sink.dead_letters ORDER BY key`;
+    expect(dead.map((d) => [d.key, d.error_code, d.part])).toEqual([
+      ['["2"]', "22001", "ecom#snapshot"],
+      ['["3"]', "22001", "ecom#snapshot"],
+    ]);
+    expect(dead.every((d) => d.error.startsWith("column title: "))).toBe(true);
+  } finally {
+    await run.stop();
+    await Promise.all([ecom.end(), inv.end(), analytics.end()]);
+  }
+});
+
 test("writes during the snapshot end consistent", async () => {
   const pg = await sharedCluster();
   const { ecom, inv, analytics, cfg } = await sources(pg);

@@ -206,6 +206,11 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       const v = c.vals![i];
       const col = c.target.table.columns.get(c.cols[i]!);
       if (v === null || v === undefined || !col) continue;
+      // an explicit cast to varchar(n)/char(n) cuts instead of failing: their length is counted here
+      if ((col.type === "varchar" || col.type === "bpchar") && !col.isArray && col.precision !== null) {
+        if ([...(col.type === "bpchar" ? v.replace(/ +$/, "") : v)].length > col.precision) return c.cols[i];
+        continue;
+      }
       try {
         // the parameter as text: postgres.js would serialize a timestamp parameter through Date
         await tx.savepoint((sp) => sp.unsafe(`SELECT (($1::text)::${col.castType})::${col.sqlType}`, [v]));

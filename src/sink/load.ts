@@ -1,11 +1,17 @@
 // Bulk loads of an initial snapshot: COPY text rows straight into an empty analytics table, or,
 // when the table already has rows (a snapshot begun before a crash), COPY into a temporary table
 // merged with the same position guard and tombstone check as every other write. Each call is one
-// analytics transaction.
-import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+// analytics transaction. When the database rejects a row of a COPY (a value too long, a
+// constraint), the table's rows are read again and applied through the applier instead, which
+// isolates the rejected rows as dead letters (loadRows).
+import { createInterface } from "node:readline";
+import type { Readable, Writable } from "node:stream";
 import type { Sql } from "postgres";
-import type { Target } from "../model.ts";
+import { ChangeBatch } from "../batch.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import { type Change, type Coord, Kind, type Target } from "../model.ts";
+import { createApplier } from "./apply.ts";
 import { quoteIdent } from "./schema.ts";
 import { notDeletedLater, softDeleteColumn } from "./statements.ts";
 
@@ -17,10 +23,53 @@ export interface BulkLoader {
    * the sync time — in one transaction.
    */
   load(t: Target, columns: string[], rows: Readable, direct: boolean): Promise<void>;
+  /**
+   * The same rows (source columns `sourceColumns` in order, then commit LSN, LSN and sync time)
+   * through the applier, position-guarded: a row the database rejects is a dead letter at `coord`.
+   * Returns the rows applied and dead-lettered.
+   */
+  loadRows(t: Target, sourceColumns: string[], rows: Readable, coord: Coord): Promise<{ applied: number; deadLetters: number }>;
 }
 
-export function createBulkLoader(sql: Sql, stateSchema: string): BulkLoader {
+/**
+ * Pipes COPY rows into a COPY FROM STDIN; resolves once the database has them all. When the
+ * database rejects the COPY, the rest of the rows is read and dropped (the source connection stays
+ * usable) and the error is thrown.
+ */
+function copyThrough(rows: Readable, w: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    w.once("finish", () => resolve());
+    w.once("error", (e) => {
+      rows.unpipe(w);
+      if (rows.readableEnded) return reject(e);
+      rows.once("end", () => reject(e));
+      rows.once("error", () => reject(e));
+      rows.resume();
+    });
+    rows.once("error", (e) => {
+      w.destroy(e);
+      reject(e);
+    });
+    rows.pipe(w);
+  });
+}
+
+/** One COPY text field: `\N` is NULL; backslash escapes as PostgreSQL writes them. */
+function copyField(f: string): string | null {
+  if (f === "\\N") return null;
+  if (!f.includes("\\")) return f;
+  return f.replace(/\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))/g, (_, oct, hex, c) => {
+    if (oct) return String.fromCharCode(parseInt(oct, 8));
+    if (hex) return String.fromCharCode(parseInt(hex, 16));
+    return ({ b: "\b", f: "\f", n: "\n", r: "\r", t: "\t", v: "\v" } as Record<string, string>)[c] ?? c;
+  });
+}
+
+const ROWS_PER_BATCH = 5000;
+
+export function createBulkLoader(sql: Sql, stateSchema: string, opts: { log: Logger; metrics?: Metrics; maxValueBytes?: number }): BulkLoader {
   const state = quoteIdent(stateSchema);
+  const apply = createApplier({ sql, stateSchema, log: opts.log, metrics: opts.metrics, maxValueBytes: opts.maxValueBytes });
   return {
     async isEmpty(t) {
       const [r] = await sql.unsafe(`SELECT NOT EXISTS (SELECT 1 FROM ${t.table.ident}) AS empty`);
@@ -30,12 +79,12 @@ export function createBulkLoader(sql: Sql, stateSchema: string): BulkLoader {
       const list = [...columns.map(quoteIdent), "_cdc_commit_lsn", "_cdc_lsn", "_cdc_synced_at"].join(", ");
       await sql.begin(async (tx) => {
         if (direct) {
-          await pipeline(rows, await tx.unsafe(`COPY ${t.table.ident} (${list}) FROM STDIN`).writable());
+          await copyThrough(rows, await tx.unsafe(`COPY ${t.table.ident} (${list}) FROM STDIN`).writable());
           return;
         }
         const staging = quoteIdent(`cdc_snapshot_${process.pid}_${Date.now()}`);
         await tx.unsafe(`CREATE TEMP TABLE ${staging} ON COMMIT DROP AS SELECT ${list} FROM ${t.table.ident} WITH NO DATA`);
-        await pipeline(rows, await tx.unsafe(`COPY ${staging} (${list}) FROM STDIN`).writable());
+        await copyThrough(rows, await tx.unsafe(`COPY ${staging} (${list}) FROM STDIN`).writable());
         const keySet = new Set(t.key);
         const softCol = softDeleteColumn(t);
         const updates = columns.filter((c) => !keySet.has(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`);
@@ -53,6 +102,37 @@ export function createBulkLoader(sql: Sql, stateSchema: string): BulkLoader {
           [t.table.name],
         );
       });
+    },
+    async loadRows(t, sourceColumns, rows, coord) {
+      const out = { applied: 0, deadLetters: 0 };
+      const cols = sourceColumns.map((c) => t.columns.get(c)!);
+      let pending: Change[] = [];
+      const flush = async () => {
+        if (!pending.length) return;
+        const batch = new ChangeBatch({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER, maxLatencyMs: 0 });
+        const now = Date.now();
+        for (const c of pending) batch.add(c, now);
+        pending = [];
+        const r = await apply(batch);
+        out.applied += r.applied;
+        out.deadLetters += r.deadLetters;
+      };
+      for await (const line of createInterface({ input: rows, crlfDelay: Infinity })) {
+        if (!line) continue;
+        const fields = line.split("\t").map(copyField);
+        const vals = fields.slice(0, cols.length);
+        const key: (string | null)[] = new Array(t.key.length).fill(null);
+        sourceColumns.forEach((c, i) => {
+          const k = t.keyFields.get(c);
+          if (k !== undefined) key[t.keyIndex.get(k)!] = vals[i]!;
+        });
+        const keyText = JSON.stringify(key);
+        const lsn = BigInt(fields[cols.length + 1]!);
+        pending.push({ target: t, kind: Kind.Upsert, key, keyText, cols, vals, commitLsn: 0n, lsn, sourceTs: 0, coord, raw: { key: keyText, value: line } });
+        if (pending.length >= ROWS_PER_BATCH) await flush();
+      }
+      await flush();
+      return out;
     },
   };
 }

@@ -146,7 +146,7 @@ class SlotReader {
     if (slot.snapshot) {
       this.#snapshotDone = false;
       this.#copying = true;
-      copy = (await startSnapshot({ cfg: this.cfg, snapshot: slot.snapshot, tables: this.tables, loader: this.loader, metrics: this.metrics, log: this.log })).done;
+      copy = (await startSnapshot({ cfg: this.cfg, stream: this.stream, snapshot: slot.snapshot, tables: this.tables, loader: this.loader, metrics: this.metrics, log: this.log })).done;
     }
     await this.replication.start(repl, slot.from);
     copy?.then(

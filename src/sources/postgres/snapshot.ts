@@ -7,6 +7,7 @@
 import { Transform } from "node:stream";
 import type { Sql } from "postgres";
 import type { PgSourceConfig } from "../../config.ts";
+import { errorInfo, isDataError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
 import type { Target } from "../../model.ts";
@@ -20,6 +21,8 @@ const PROGRESS_MS = 5000;
 
 export interface SnapshotDeps {
   cfg: PgSourceConfig;
+  /** the source's checkpoint stream (dead letters of rejected rows are filed under it) */
+  stream: string;
   snapshot: { name: string; lsn: bigint };
   /** source table -> target */
   tables: Map<string, Target>;
@@ -115,11 +118,13 @@ async function copyTable(d: SnapshotDeps, readers: Reader[], table: string, t: T
     const rate = copied / secs;
     d.log.info("snapshot progress", { table, rows: copied, estimate, rowsPerSecond: Math.round(rate), etaSeconds: rate && estimate > copied ? Math.round((estimate - copied) / rate) : undefined });
   }, PROGRESS_MS);
+  const parts = ranges(Number(stat?.pages ?? 0), readers.length);
+  const copy = (i: number) => readers[i]!.tx.unsafe(`COPY (SELECT ${select} FROM ${qualify(table)} ${parts[i]}) TO STDOUT`).readable();
+  let rejected: unknown;
   try {
-    await Promise.all(
-      ranges(Number(stat?.pages ?? 0), readers.length).map(async (where, i) => {
-        const rows = await readers[i]!.tx.unsafe(`COPY (SELECT ${select} FROM ${qualify(table)} ${where}) TO STDOUT`).readable();
-        const counted = rows.pipe(
+    const results = await Promise.allSettled(
+      parts.map(async (_, i) => {
+        const counted = (await copy(i)).pipe(
           rowChunks((n) => {
             copied += n;
             d.metrics.snapshotRows.inc({ table: t.table.name }, n);
@@ -128,8 +133,20 @@ async function copyTable(d: SnapshotDeps, readers: Reader[], table: string, t: T
         await d.loader.load(t, targetCols, counted, direct);
       }),
     );
+    const failures = results.flatMap((r) => (r.status === "rejected" ? [r.reason] : []));
+    if (failures.some((e) => !isDataError(e))) throw failures.find((e) => !isDataError(e));
+    rejected = failures[0];
   } finally {
     clearInterval(progress);
+  }
+  if (rejected !== undefined) {
+    // a row the analytics table rejects: every range again, row by row through the applier, the
+    // rejected rows dead-lettered (ranges that committed change nothing the second time)
+    d.log.warn("the analytics table rejected a snapshot row; loading the table again through the applier", { table, ...errorInfo(rejected) });
+    const coord = { stream: d.stream, part: `${d.cfg.name}#snapshot`, position: d.snapshot.lsn };
+    let deadLetters = 0;
+    for (let i = 0; i < parts.length; i++) deadLetters += (await d.loader.loadRows(t, sourceCols, await copy(i), coord)).deadLetters;
+    d.log.warn("snapshot rows dead-lettered", { table, deadLetters });
   }
   d.log.info("snapshot copied", { table, rows: copied, seconds: (Date.now() - started) / 1000, direct });
   return copied;
