@@ -378,10 +378,14 @@ async function consume(topic: string, want: number, idleMs: number): Promise<KRe
         const v = h.slice(i + 1);
         return [h.slice(0, i), v === NULL ? null : v];
       });
+    const partition = Number(part!.replace("Partition:", ""));
+    const offset = Number(off!.replace("Offset:", ""));
+    // a line the consumer's own output (a warning) ran into is not a record
+    if (!Number.isInteger(partition) || !Number.isInteger(offset)) throw new Error(`unexpected console consumer line: ${JSON.stringify(line.slice(0, 300))}`);
     records.push({
       topic,
-      partition: Number(part!.replace("Partition:", "")),
-      offset: Number(off!.replace("Offset:", "")),
+      partition,
+      offset,
       headers,
       key: key === NULL ? null : key!,
       value: value === NULL ? null : value!,

@@ -97,7 +97,7 @@ table = "t_fact"
   expect(list.out).toMatch(/t_fact\s+decode INVALID_UTF8\s+1\s/);
   const show = dlq(file, "show", "--id", ids[1]!);
   expect(show.code).toBe(0);
-  expect(show.out).toMatch(/^error\s+value too long for type character varying\(5\)$/m);
+  expect(show.out).toMatch(/^error\s+column code: value too long for type character varying\(5\)$/m);
   expect(show.out).toContain(`record         ${topic}/0 offset 0`);
   expect(dlq(file, "show").code).toBe(64);
   expect(dlq(file, "discard").code).toBe(64);
@@ -182,7 +182,7 @@ table = "a_fact"
   const [d] = await dst`SELECT id::text, key, value FROM cdc_sink.dead_letters`;
   expect([d!.key, d!.value]).toEqual(['["2"]', null]);
   const early = dlq(file, "retry");
-  expect(early.out).toContain(`${d!.id} a_fact: failed: value too long for type character varying(10)`);
+  expect(early.out).toContain(`${d!.id} a_fact: failed: column code: value too long for type character varying(10)`);
   expect(early.code).toBe(1);
   expect((await dst`SELECT retries FROM cdc_sink.dead_letters`)[0]!.retries).toBe(1);
   await dst`ALTER TABLE a_fact ALTER COLUMN code TYPE varchar(50)`;

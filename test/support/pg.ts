@@ -62,8 +62,9 @@ export async function startCluster(opts: { settings?: Record<string, string> } =
     listen_addresses: "'127.0.0.1'",
     unix_socket_directories: `'${root}'`,
     wal_level: "logical",
-    max_replication_slots: "20",
-    max_wal_senders: "20",
+    // every test file of a run shares this cluster, and a test leaves its slots behind
+    max_replication_slots: "200",
+    max_wal_senders: "50",
     fsync: "off",
     synchronous_commit: "off",
     full_page_writes: "off",
