@@ -66,6 +66,10 @@ test("decimal.handling.mode: precise base64 (column, schema or money scale), var
   expect(toText("1.234e1", col("numeric", { scale: 2, precision: 12 }), undefined, string)).toBe("1.234e1");
   expect(() => toText("1.2345e1", col("numeric", { scale: 2, precision: 12 }), undefined, string)).toThrow(DecodeError);
   expect(toText({ scale: 4, value: "B1vNFQ==" }, col("numeric", { scale: 4, precision: 10 }), undefined, precise)).toBe("12345.6789");
+  // a scale no numeric has (a mutated schema) is a decode error, never a string of 10^15 zeros
+  expect(() => toText("gAAAAAAAAAA=", col("numeric"), { name: "org.apache.kafka.connect.data.Decimal", parameters: { scale: "-4502186412069662" } }, precise)).toThrow(/scale -4502186412069662 is outside/);
+  expect(() => toText({ scale: 16384, value: "AQ==" }, col("numeric"), undefined, precise)).toThrow(DecodeError);
+  expect(toText({ scale: -3, value: "AQ==" }, col("numeric"), undefined, precise)).toBe("1000");
   expect(decimalFromBase64("//8=", 0)).toBe("-1");
   expect(decimalFromBase64(Buffer.from("1a2b3c4d5e6f708192a3b4c5", "hex").toString("base64"), 6)).toBe("8098878834791447959498.372293");
 });

@@ -185,6 +185,11 @@ function fractionDigits(text: string): number {
   return Math.max(0, (m[1] ?? "").replace(/0+$/, "").length - Number(m[2] ?? 0));
 }
 
+/** PostgreSQL's numeric keeps at most 16383 digits after the point; a scale beyond that is no value it sent. */
+const MAX_NUMERIC_SCALE = 16383;
+const numericScale = (col: ColumnType, scale: number): number =>
+  Math.abs(scale) <= MAX_NUMERIC_SCALE ? scale : fail(col, `decimal scale ${scale} is outside what a PostgreSQL numeric holds (±${MAX_NUMERIC_SCALE})`);
+
 function decimalText(v: unknown, col: ColumnType, enc: Encoding, schema?: FieldSchema): string {
   if (typeof v === "number") return Number.isFinite(v) ? String(v) : fail(col, `non-finite number ${v}`);
   if (typeof v === "bigint") return v.toString();
@@ -193,7 +198,7 @@ function decimalText(v: unknown, col: ColumnType, enc: Encoding, schema?: FieldS
     // io.debezium.data.VariableScaleDecimal: numeric without a declared scale
     const o = v as { value: unknown; scale: unknown };
     if (typeof o.value !== "string" || !BASE64.test(o.value) || !Number.isInteger(o.scale)) return fail(col, `bad variable-scale decimal ${show(v)}`);
-    return decimalFromBase64(o.value, o.scale as number);
+    return decimalFromBase64(o.value, numericScale(col, o.scale as number));
   }
   if (typeof v !== "string") return fail(col, `expected a number, got ${show(v)}`);
   const special = SPECIAL_DECIMALS[v];
@@ -203,7 +208,7 @@ function decimalText(v: unknown, col: ColumnType, enc: Encoding, schema?: FieldS
     const scale = schema?.parameters?.scale !== undefined ? Number(schema.parameters.scale) : col.type === "money" ? enc.moneyDigits : col.scale;
     if (!BASE64.test(v)) return fail(col, `${show(v)} is not a base64 decimal (decimal.handling.mode = precise)`);
     if (scale === null || !Number.isInteger(scale)) return fail(col, `base64 decimal ${show(v)} needs a scale: the column has none and the message no schema (declare numeric(p,s), or send schemas)`);
-    return decimalFromBase64(v, scale);
+    return decimalFromBase64(v, numericScale(col, scale));
   }
   return DECIMAL.test(v) ? v : fail(col, `${show(v)} is not a decimal number`);
 }
