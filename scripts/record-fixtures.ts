@@ -485,6 +485,7 @@ async function record(): Promise<void> {
   for (const step of STEPS.slice(1)) await runStep(step);
 
   const want = STEPS.reduce((n, s) => n + s.events, 0);
+  const MESSAGES = STEPS.filter((s) => s.name === "message").length;
   const files: unknown[] = [];
   const results = await Promise.all(
     runs.map(async (r) => {
@@ -493,7 +494,11 @@ async function record(): Promise<void> {
       for (let i = 0; i < 10 && recs.length < want; i++) recs = await consume(topic, want + 1, 4000);
       const failed = (await rest("GET", `/connectors/${r.connector}/status`)).json;
       if (recs.length < want) throw new Error(`${topic}: ${recs.length} records, expected ${want}; connector status ${JSON.stringify(failed).slice(0, 2000)}`);
-      const messages = await consume(`${r.name}.message`, 0, 3000);
+      // like the table's topic: read until the one message is there (a console consumer started
+      // under load can time out before it has joined and fetched)
+      let messages: KRecord[] = [];
+      for (let i = 0; i < 10 && messages.length < MESSAGES; i++) messages = await consume(`${r.name}.message`, MESSAGES + 1, 4000);
+      if (messages.length < MESSAGES) throw new Error(`${r.name}.message: ${messages.length} records, expected ${MESSAGES}`);
       return { r, recs: [...recs, ...messages] };
     }),
   );
