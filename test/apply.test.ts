@@ -85,8 +85,10 @@ test("a batch nobody applied before is applied whole, with its dead letters and 
 });
 
 test("a row the database rejects is a dead letter whose error names the column; a constraint's names the constraint", async () => {
-  const { sql, orders } = await setup();
+  const { sql, cfg } = await setup();
   await sql`ALTER TABLE fact_orders ADD CONSTRAINT known_currency CHECK (currency <> 'XXX')`;
+  await sql`ALTER TABLE fact_orders ADD COLUMN channel varchar(8)`;
+  const orders = (await loadTargets(sql, cfg.mappings)).find((t) => t.table.name === "fact_orders")!;
   const apply = createApplier({ sql, stateSchema: "cdc_sink", log: silentLogger });
   const clock = newClock();
   const batch = new ChangeBatch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
@@ -94,11 +96,13 @@ test("a row the database rejects is a dead letter whose error names the column; 
   for (let offset = 0; offset < 3; offset++) {
     const coord: Coord = { stream: "kafka:g", part: "orders/2", position: BigInt(offset) };
     batch.advance(coord, BigInt(offset + 1), 100, now);
-    const c = decodeDebezium(orders, keyOf(offset), JSON.stringify(envelope(clock, "orders", "c", { after: { id: offset, status: "paid", total_amount: 1, currency: "EUR", updated_at: "2026-11-30T20:00:00.123456Z" } })), coord)!;
+    const c = decodeDebezium(orders, keyOf(offset), JSON.stringify(envelope(clock, "orders", "c", { after: { id: offset, status: "paid", total_amount: 1, currency: "EUR", channel: "web", updated_at: "2026-11-30T20:00:00.123456Z" } })), coord)!;
     // values as a decoder that let them through would hand them on: too large for numeric(12,2), and a currency the table refuses
     if (offset === 1) c.vals![c.cols!.indexOf("total_amount")] = "12345678901234.5";
     if (offset === 2) {
       c.vals![c.cols!.indexOf("currency")] = "XXX";
+      // longer than varchar(8) only by trailing spaces, which PostgreSQL cuts: not the column to name
+      c.vals![c.cols!.indexOf("channel")] = "mobile      ";
       // every column of this row is probed: a timestamp JavaScript's Date cannot read must not break that
       expect(c.cols).toContain("updated_at");
       c.vals![c.cols!.indexOf("updated_at")] = "infinity";

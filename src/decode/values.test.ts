@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import { DecodeError } from "../errors.ts";
 import type { ColumnType } from "../model.ts";
 import { JsonNumber } from "./json.ts";
+import { typmodParts } from "../sink/schema.ts";
 import { ABSENT, decimalFromBase64, encodingOf, plainDecimal, toText } from "./values.ts";
 
 const col = (type: string, extra: Partial<ColumnType> = {}): ColumnType => ({ name: "c", type, isArray: false, scale: null, precision: null, ...extra });
@@ -70,6 +71,14 @@ test("decimal.handling.mode: precise base64 (column, schema or money scale), var
   expect(() => toText("gAAAAAAAAAA=", col("numeric"), { name: "org.apache.kafka.connect.data.Decimal", parameters: { scale: "-4502186412069662" } }, precise)).toThrow(/scale -4502186412069662 is outside/);
   expect(() => toText({ scale: 16384, value: "AQ==" }, col("numeric"), undefined, precise)).toThrow(DecodeError);
   expect(toText({ scale: -3, value: "AQ==" }, col("numeric"), undefined, precise)).toBe("1000");
+  // numeric(6,-2) (PostgreSQL 15+) keeps multiples of 100: its typmod's scale is signed
+  const negative = col("numeric", typmodParts("numeric", ((6 << 16) | (-2 & 0x7ff)) + 4));
+  expect(negative.scale).toBe(-2);
+  expect(typmodParts("numeric", ((12 << 16) | 2) + 4)).toEqual({ precision: 12, scale: 2 });
+  expect(toText("1200", negative, undefined, string)).toBe("1200");
+  expect(toText("12e2", negative, undefined, string)).toBe("12e2");
+  expect(() => toText("1250", negative, undefined, string)).toThrow(/not a multiple of 1e2/);
+  expect(() => toText("1234.5", negative, undefined, string)).toThrow(DecodeError);
   expect(decimalFromBase64("//8=", 0)).toBe("-1");
   expect(decimalFromBase64(Buffer.from("1a2b3c4d5e6f708192a3b4c5", "hex").toString("base64"), 6)).toBe("8098878834791447959498.372293");
 });

@@ -174,15 +174,19 @@ function numericText(v: unknown, col: ColumnType, enc: Encoding, schema?: FieldS
   const text = decimalText(v, col, enc, schema);
   if (col.type === "money") return plainDecimal(text);
   // PostgreSQL would round it to the column's scale: a silent change
-  if (col.scale !== null && fractionDigits(text) > col.scale) return fail(col, `${show(text)} has more digits after the point than the column's scale ${col.scale} keeps (it would be rounded)`);
+  if (col.scale !== null && lowestDigit(text) < -col.scale)
+    return fail(col, col.scale >= 0 ? `${show(text)} has more digits after the point than the column's scale ${col.scale} keeps (it would be rounded)` : `${show(text)} is not a multiple of 1e${-col.scale}, which the column's scale ${col.scale} keeps (it would be rounded)`);
   return text;
 }
 
-/** Significant digits after the point of a decimal's text (trailing zeros do not count). */
-function fractionDigits(text: string): number {
-  const m = /^[+-]?\d*(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text);
-  if (!m) return 0;
-  return Math.max(0, (m[1] ?? "").replace(/0+$/, "").length - Number(m[2] ?? 0));
+/** The power of ten of a decimal's last nonzero digit (1234.5: -1, 1200: 2; zero and text that is not a decimal: Infinity). */
+function lowestDigit(text: string): number {
+  const m = /^[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text);
+  if (!m) return Infinity;
+  const digits = `${m[1]}${m[2] ?? ""}`;
+  const trimmed = digits.replace(/0+$/, "");
+  if (!/[1-9]/.test(trimmed)) return Infinity;
+  return digits.length - trimmed.length - (m[2]?.length ?? 0) + Number(m[3] ?? 0);
 }
 
 /** PostgreSQL's numeric keeps at most 16383 digits after the point; a scale beyond that is no value it sent. */

@@ -43,15 +43,18 @@ type Source = { subject: VerifySubject; sql: Sql; catalog: SourceTable };
 
 const BIG = { maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER, maxLatencyMs: 0 };
 
-/** The mapping a dead letter came from: its topic's (Kafka records), else its table's (and source's). */
-function mappingOf(config: Config, d: DeadLetterRow): Mapping | undefined {
+/** The mapping a dead letter came from: its topic's (Kafka records), else its table's; a PostgreSQL-source one only its own source's, never another's writing the same table. */
+export function mappingOf(config: Pick<Config, "mappings">, d: Pick<DeadLetterRow, "stream" | "part" | "target_table">): Mapping | undefined {
   if (d.stream.startsWith("kafka:")) {
     const topic = d.part.slice(0, d.part.lastIndexOf("/"));
     const m = config.mappings.find((x) => x.topic === topic);
     if (m) return m;
   }
   const byTable = config.mappings.filter((m) => m.table === d.target_table);
-  return byTable.find((m) => d.stream.startsWith("pg:") && m.source === d.part) ?? byTable[0];
+  // a snapshot row's dead letter is filed under "<source>#snapshot"
+  const source = d.part.endsWith("#snapshot") ? d.part.slice(0, -"#snapshot".length) : d.part;
+  if (d.stream.startsWith("pg:")) return byTable.find((m) => m.source === source);
+  return byTable[0];
 }
 
 /** The record's text as it was consumed: its exact bytes when kept. */
@@ -207,7 +210,7 @@ export async function retryDeadLetters(config: Config, store: DeadLetterStore, f
         after = BigInt(d.id);
         const m = mappingOf(config, d);
         let res: Attempt;
-        if (!m) res = { outcome: "not retryable", detail: `no mapping in this configuration writes ${d.target_table ?? "(no table)"}` };
+        if (!m) res = { outcome: "not retryable", detail: `no mapping in this configuration writes ${d.target_table ?? "(no table)"}${d.stream.startsWith("pg:") ? ` from source ${d.part.replace(/#snapshot$/, "")}` : ""}` };
         else if (d.stream.startsWith("kafka:") && m.topic) res = await redecode(d, m);
         else res = await reread(d, m);
         if (res.outcome === "failed") await store.failedAgain(BigInt(d.id), res.detail ?? "failed", res.code ?? d.error_code);

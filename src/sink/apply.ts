@@ -207,8 +207,9 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       const col = c.target.table.columns.get(c.cols[i]!);
       if (v === null || v === undefined || !col) continue;
       // an explicit cast to varchar(n)/char(n) cuts instead of failing: their length is counted here
+      // (an excess of trailing spaces is cut on assignment too, for both)
       if ((col.type === "varchar" || col.type === "bpchar") && !col.isArray && col.precision !== null) {
-        if ([...(col.type === "bpchar" ? v.replace(/ +$/, "") : v)].length > col.precision) return c.cols[i];
+        if ([...v.replace(/ +$/, "")].length > col.precision) return c.cols[i];
         continue;
       }
       try {

@@ -51,7 +51,8 @@ export async function introspectTable(sql: Sql, name: string): Promise<TableInfo
 /** What a type modifier means for the type: numeric precision and scale, fractional-second digits, length. */
 export function typmodParts(type: string, typmod: number): { precision: number | null; scale: number | null } {
   if (typmod < 0) return { precision: null, scale: null };
-  if (type === "numeric") return { precision: ((typmod - 4) >> 16) & 65535, scale: (typmod - 4) & 65535 };
+  // PostgreSQL 15+ packs the scale as 11 signed bits (numeric(6,-2))
+  if (type === "numeric") return { precision: ((typmod - 4) >> 16) & 65535, scale: ((((typmod - 4) & 0x7ff) ^ 1024) - 1024) };
   if (type === "varchar" || type === "bpchar") return { precision: typmod - 4, scale: null };
   if (/^(time|timetz|timestamp|timestamptz)$/.test(type)) return { precision: typmod, scale: null };
   if (type === "interval") return { precision: (typmod & 0xffff) === 0xffff ? null : typmod & 0xffff, scale: null };
