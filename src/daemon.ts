@@ -142,7 +142,7 @@ export function createDaemon(config: Config, opts: { log: Logger; metrics?: Metr
       onConsumed,
     });
     for (const t of targets) metrics.eventsConsumed.init({ topic: `${t.mapping.source}.${t.mapping.source_table}` });
-    return build(sql, createPgSource({ config, targets, checkpoints, loader: createBulkLoader(sql, config.postgres.state_schema, { log, metrics, maxValueBytes: config.dead_letters.max_value_bytes }), metrics, log }), decoder);
+    return build(sql, createPgSource({ config, targets, checkpoints, loader: createBulkLoader(sql, config.postgres.state_schema, { log, metrics, maxValueBytes: config.dead_letters.max_value_bytes, maxBatchBytes: config.batch.max_bytes }), metrics, log }), decoder);
   }
 
   return {

@@ -67,7 +67,9 @@ function copyField(f: string): string | null {
 
 const ROWS_PER_BATCH = 5000;
 
-export function createBulkLoader(sql: Sql, stateSchema: string, opts: { log: Logger; metrics?: Metrics; maxValueBytes?: number }): BulkLoader {
+/** `maxBatchBytes`: the rows loadRows holds and applies at once, as `[batch] max_bytes` bounds a batch. */
+export function createBulkLoader(sql: Sql, stateSchema: string, opts: { log: Logger; metrics?: Metrics; maxValueBytes?: number; maxBatchBytes?: number }): BulkLoader {
+  const maxBatchBytes = opts.maxBatchBytes ?? 16 << 20;
   const state = quoteIdent(stateSchema);
   const apply = createApplier({ sql, stateSchema, log: opts.log, metrics: opts.metrics, maxValueBytes: opts.maxValueBytes });
   return {
@@ -107,31 +109,48 @@ export function createBulkLoader(sql: Sql, stateSchema: string, opts: { log: Log
       const out = { applied: 0, deadLetters: 0 };
       const cols = sourceColumns.map((c) => t.columns.get(c)!);
       let pending: Change[] = [];
+      let pendingBytes = 0;
       const flush = async () => {
         if (!pending.length) return;
         const batch = new ChangeBatch({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER, maxLatencyMs: 0 });
         const now = Date.now();
         for (const c of pending) batch.add(c, now);
         pending = [];
+        pendingBytes = 0;
         const r = await apply(batch);
         out.applied += r.applied;
         out.deadLetters += r.deadLetters;
       };
-      for await (const line of createInterface({ input: rows, crlfDelay: Infinity })) {
-        if (!line) continue;
-        const fields = line.split("\t").map(copyField);
-        const vals = fields.slice(0, cols.length);
-        const key: (string | null)[] = new Array(t.key.length).fill(null);
-        sourceColumns.forEach((c, i) => {
-          const k = t.keyFields.get(c);
-          if (k !== undefined) key[t.keyIndex.get(k)!] = vals[i]!;
-        });
-        const keyText = JSON.stringify(key);
-        const lsn = BigInt(fields[cols.length + 1]!);
-        pending.push({ target: t, kind: Kind.Upsert, key, keyText, cols, vals, commitLsn: 0n, lsn, sourceTs: 0, coord, raw: { key: keyText, value: line } });
-        if (pending.length >= ROWS_PER_BATCH) await flush();
+      // an error of the input (the source connection lost) closes the lines, and is thrown after them
+      const lines = createInterface({ input: rows, crlfDelay: Infinity });
+      let failed: unknown;
+      rows.once("error", (e) => {
+        failed = e;
+        lines.close();
+      });
+      try {
+        for await (const line of lines) {
+          if (!line) continue;
+          const fields = line.split("\t").map(copyField);
+          const vals = fields.slice(0, cols.length);
+          const key: (string | null)[] = new Array(t.key.length).fill(null);
+          sourceColumns.forEach((c, i) => {
+            const k = t.keyFields.get(c);
+            if (k !== undefined) key[t.keyIndex.get(k)!] = vals[i]!;
+          });
+          const keyText = JSON.stringify(key);
+          const lsn = BigInt(fields[cols.length + 1]!);
+          pending.push({ target: t, kind: Kind.Upsert, key, keyText, cols, vals, commitLsn: 0n, lsn, sourceTs: 0, coord, raw: { key: keyText, value: line } });
+          pendingBytes += line.length;
+          if (pending.length >= ROWS_PER_BATCH || pendingBytes >= maxBatchBytes) await flush();
+        }
+        if (failed !== undefined) throw failed;
+        await flush();
+      } catch (e) {
+        // the rest of the COPY is not read: the stream goes (its connection with the caller's end())
+        rows.destroy();
+        throw e;
       }
-      await flush();
       return out;
     },
   };

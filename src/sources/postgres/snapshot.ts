@@ -31,17 +31,19 @@ export interface SnapshotDeps {
   log: Logger;
 }
 
-interface Reader {
+export interface Reader {
   tx: Sql;
   end(): Promise<void>;
 }
 
 /**
  * A connection of its own holding a REPEATABLE READ transaction in the exported snapshot until
- * end(). Plain BEGIN/COMMIT statements on a one-connection pool: a COMMIT queued by sql.begin()
- * after a COPY TO STDOUT stream sometimes never ran.
+ * end(). Plain BEGIN on a one-connection pool: a COMMIT queued by sql.begin() after a COPY TO
+ * STDOUT stream sometimes never ran. The transaction only reads: end() closes the connection
+ * without a COMMIT, which would wait for ever behind a COPY whose rows nobody reads any more (a
+ * load that failed half-way).
  */
-async function openReader(cfg: PgSourceConfig, snapshotName: string): Promise<Reader> {
+export async function openReader(cfg: PgSourceConfig, snapshotName: string): Promise<Reader> {
   const sql = openSource(cfg);
   try {
     await sql.unsafe("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
@@ -53,8 +55,7 @@ async function openReader(cfg: PgSourceConfig, snapshotName: string): Promise<Re
   return {
     tx: sql,
     async end() {
-      await sql.unsafe("COMMIT").catch(() => {});
-      await sql.end({ timeout: 2 }).catch(() => {});
+      await sql.end({ timeout: 1 }).catch(() => {});
     },
   };
 }
@@ -124,12 +125,15 @@ async function copyTable(d: SnapshotDeps, readers: Reader[], table: string, t: T
   try {
     const results = await Promise.allSettled(
       parts.map(async (_, i) => {
-        const counted = (await copy(i)).pipe(
+        const source = await copy(i);
+        const counted = source.pipe(
           rowChunks((n) => {
             copied += n;
             d.metrics.snapshotRows.inc({ table: t.table.name }, n);
           }),
         );
+        // the source connection lost mid-COPY: the load fails with it (pipe() passes data, not errors)
+        source.once("error", (e) => counted.destroy(e));
         await d.loader.load(t, targetCols, counted, direct);
       }),
     );
