@@ -71,13 +71,18 @@ export function valueExpr(c: ColumnPlan, side: Side): string {
 /**
  * A source value as the analytics type, unless its modifier would change it: an explicit cast to
  * varchar(10) cuts text, to numeric(12,2) rounds. Such a value keeps its own, so it differs from
- * whatever analytics holds (the sink never stores it cut), instead of comparing equal.
+ * whatever analytics holds (the sink never stores it cut: a dead letter), instead of comparing
+ * equal. Fractional seconds are the exception: the database rounds them on every write the sink
+ * makes to a time, timestamp or interval of lower precision, so a source value compares as
+ * rounded the same way (else repair could never make it equal).
  */
 function asAnalytics(v: string, c: ColumnPlan): string {
-  if (!c.castType || c.castType === c.sqlType) return `${v}::${c.sqlType}`;
+  if (!c.castType || c.castType === c.sqlType || ROUNDED_ON_WRITE.test(c.castType)) return `${v}::${c.sqlType}`;
   const base = `${v}::${c.castType}`;
   return `CASE WHEN (${base})::${c.sqlType} = ${base} THEN (${base})::${c.sqlType} ELSE ${base} END`;
 }
+
+const ROUNDED_ON_WRITE = /^(time|timetz|timestamp|timestamptz|interval|time with(out)? time zone|timestamp with(out)? time zone)(\[\])?$/;
 
 /** A column's canonical text. */
 export const textExpr = (c: ColumnPlan, side: Side) => `(${valueExpr(c, side)})::text`;
