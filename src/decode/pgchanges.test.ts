@@ -159,3 +159,24 @@ test("after a reconnect, a transaction sent again replaces its earlier part inst
   ]);
   expect(b.parts.get("pg:slot\u0000ecom")!.next).toBe(0x230n);
 });
+
+test("a value its numeric(p,s) column would round is a dead letter naming the column, never stored rounded; the rest of the transaction applies", () => {
+  const mapping = { source: "ecom", source_table: "public.orders", table: "fact_orders", rename: {}, delete_mode: "hard", soft_delete_column: "_cdc_deleted_at", truncate: "ignore" } as Mapping;
+  const cols = [column("id"), { ...column("amount", "numeric"), scale: 2, precision: 12 }, column("_cdc_commit_lsn"), column("_cdc_lsn"), column("_cdc_synced_at")];
+  const t = resolveTarget(mapping, { name: "fact_orders", ident: '"fact_orders"', columns: new Map(cols.map((c) => [c.name, c])), primaryKey: ["id"], uniqueKeys: [["id"]] });
+  const d = createPgChangeDecoder({ sources: [info], targets: [t] });
+  const b = new ChangeBatch(limits);
+  decodeAll(d, [
+    { kind: "restart", source: "ecom", from: 0x100n },
+    xlog(pgw.relation(16384, "public", "orders", [{ name: "id", key: true }, { name: "amount", key: false }])),
+    xlog(pgw.begin(0x200n, T, 1)),
+    xlog(pgw.insert(16384, ["1", "1.2345"])),
+    xlog(pgw.insert(16384, ["2", "1.2300"])),
+    xlog(pgw.commit(0x200n, 0x230n, T)),
+  ], b);
+  expect(b.changes().map((c) => [c.key, c.vals])).toEqual([[["2"], ["2", "1.2300"]]]);
+  expect(b.deadLetters.map((x) => [x.key, x.code, x.error, x.value])).toEqual([
+    ['["1"]', "DECODE", `column amount: "1.2345" has more digits after the point than the column's scale 2 keeps (it would be rounded)`, '{"id":"1","amount":"1.2345"}'],
+  ]);
+  expect(b.parts.get("pg:slot\u0000ecom")).toEqual({ stream: "pg:slot", part: "ecom", first: 0x200n, next: 0x230n });
+});

@@ -18,6 +18,7 @@ import type { ChangeBatch } from "../batch.ts";
 import { type Change, type Coord, Kind, partKey, type SchemaChange, type Target } from "../model.ts";
 import type { Decoder, DecodeStop } from "../pipeline.ts";
 import type { PgOutputMessage, Relation } from "./pgoutput.ts";
+import { roundedByScale } from "./values.ts";
 
 /** What the PostgreSQL source reads: replication messages, tagged with their source (snapshot rows go straight to the sink by COPY). */
 export type PgRecord =
@@ -52,6 +53,18 @@ interface SourceState {
 }
 
 const tableKey = (source: string, table: string) => `${source}\u0000${table}`;
+
+/** The first value a numeric(p,s) column of the target would round, as a dead letter's error. */
+function roundedColumn(t: Target, cols: string[], vals: (string | null)[]): string | undefined {
+  for (let i = 0; i < cols.length; i++) {
+    const col = t.table.columns.get(cols[i]!);
+    const v = vals[i];
+    if (v === null || v === undefined || col?.type !== "numeric" || col.scale === null || col.isArray) continue;
+    const why = roundedByScale(v, col);
+    if (why) return `column ${col.name}: ${why}`;
+  }
+  return undefined;
+}
 
 export function createPgChangeDecoder(deps: {
   sources: PgSourceInfo[];
@@ -146,6 +159,12 @@ export function createPgChangeDecoder(deps: {
           }
         });
         const change: Change = { target: t, kind: del ? Kind.Delete : Kind.Upsert, key, keyText: JSON.stringify(key), commitLsn: src.txn.commitLsn, lsn: ++src.txn.seq, sourceTs: src.txn.commitTime, coord };
+        const rounded = del ? undefined : roundedColumn(t, cols, vals);
+        if (rounded) {
+          // as the Kafka path does: a value the column would round is never stored rounded
+          batch.deadLetter({ coord, table: t.table.name, stage: "decode", key: change.keyText, value: JSON.stringify(Object.fromEntries(cols.map((c, i) => [c, vals[i]]))), error: rounded, code: "DECODE" });
+          return;
+        }
         if (!del) {
           change.cols = cols;
           change.vals = vals;

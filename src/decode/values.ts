@@ -174,9 +174,16 @@ function numericText(v: unknown, col: ColumnType, enc: Encoding, schema?: FieldS
   const text = decimalText(v, col, enc, schema);
   if (col.type === "money") return plainDecimal(text);
   // PostgreSQL would round it to the column's scale: a silent change
-  if (col.scale !== null && lowestDigit(text) < -col.scale)
-    return fail(col, col.scale >= 0 ? `${show(text)} has more digits after the point than the column's scale ${col.scale} keeps (it would be rounded)` : `${show(text)} is not a multiple of 1e${-col.scale}, which the column's scale ${col.scale} keeps (it would be rounded)`);
-  return text;
+  const rounded = roundedByScale(text, col);
+  return rounded ? fail(col, rounded) : text;
+}
+
+/** Why a decimal's text would be rounded by the column's numeric(p,s) (PostgreSQL rounds silently), or undefined. */
+export function roundedByScale(text: string, col: ColumnType): string | undefined {
+  if (col.scale === null || lowestDigit(text) >= -col.scale) return undefined;
+  return col.scale >= 0
+    ? `${show(text)} has more digits after the point than the column's scale ${col.scale} keeps (it would be rounded)`
+    : `${show(text)} is not a multiple of 1e${-col.scale}, which the column's scale ${col.scale} keeps (it would be rounded)`;
 }
 
 /** The power of ten of a decimal's last nonzero digit (1234.5: -1, 1200: 2; zero and text that is not a decimal: Infinity). */
