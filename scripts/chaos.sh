@@ -58,16 +58,31 @@ sweep() {
   done
   rm -rf "$run_dir"
 }
+out="$run_dir.out"
 cleanup() {
   if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then kill -TERM "$child" 2>/dev/null || true; wait "$child" 2>/dev/null || true; fi
   sweep
+  rm -f "$out"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-status=0
-"$BUN" test/chaos/run.ts "${pass[@]}" &
-child=$!
-wait "$child" || status=$?
-child=""
+# librdkafka's mock cluster (it runs inside the driver) can abort the driver: it names group members
+# by their struct's address, so a freed member's id comes back for a new one and a client holding the
+# old id trips an assertion. That is the mock's fault, not the sink's: the run is swept and made
+# once more, said so in the output; any other failure stands.
+for attempt in 1 2; do
+  status=0
+  "$BUN" test/chaos/run.ts "${pass[@]}" > >(tee "$out") 2>&1 &
+  child=$!
+  wait "$child" || status=$?
+  child=""
+  if [ "$status" -ne 0 ] && [ "$attempt" = 1 ] && grep -q 'rdkafka_mock_cgrp.c.*Assertion' "$out"; then
+    echo "chaos.sh: librdkafka's mock cluster aborted the driver (a bug of the mock, above); cleaning up and running again, once" >&2
+    sweep
+    mkdir -p "$run_dir" && chmod 755 "$run_dir"
+    continue
+  fi
+  break
+done
 exit "$status"
