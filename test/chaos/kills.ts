@@ -171,3 +171,91 @@ export async function failpoints(ctx: Ctx, only?: string[]): Promise<Result> {
   }
   return r;
 }
+
+/**
+ * Scenario 4, zombies: instance A is SIGSTOPped for longer than the session timeout, B takes all
+ * partitions over (claims them, commits), then A is resumed. The fence (sink/fence.ts) must drop
+ * whatever A had in flight; A rejoins and the group goes on. Checked: every stop led to a takeover,
+ * stored checkpoints never went backwards (sampled), and the invariants.
+ */
+export async function zombies(ctx: Ctx): Promise<Result> {
+  const r = newResult("zombies", "zombies: SIGSTOP past the session timeout, another instance takes over, SIGCONT");
+  const long = ctx.mode === "long";
+  const stops = long ? 30 : 5;
+  const rig = await KafkaRig.create(ctx, "zombies", { partitions: 16, keys: 5_000, poisonEvery: 0 });
+  const t0 = Date.now();
+  const back: string[] = [];
+  const seen = new Map<string, bigint>();
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const rows = await rig.sql.unsafe(`SELECT part, position::text AS p FROM cdc_sink.checkpoints WHERE stream = $1`, [rig.stream]).catch(() => []);
+      for (const row of rows) {
+        const p = BigInt(row.p as string);
+        const prev = seen.get(row.part as string);
+        if (prev !== undefined && p < prev && back.length < 10) back.push(`${row.part}: ${p} after ${prev}`);
+        if (prev === undefined || p > prev) seen.set(row.part as string, p);
+      }
+      await sleep(100);
+    }
+  })();
+  const generations = async () =>
+    new Map((await rig.sql.unsafe(`SELECT part, generation::text AS g FROM cdc_sink.claims WHERE stream = $1`, [rig.stream])).map((x) => [x.part as string, BigInt(x.g as string)]));
+  try {
+    rig.startSampler(300);
+    const inst = [await rig.daemon("a"), await rig.daemon("b")];
+    for (const d of inst) d.start();
+    await rig.workload.feed(10_000, 10_000);
+    const feedStop = new AbortController();
+    const feeding = rig.workload.feed(Number.MAX_SAFE_INTEGER, long ? 1000 : 500, feedStop.signal);
+    let takeovers = 0;
+    const slow: string[] = [];
+    for (let i = 0; i < stops; i++) {
+      await waitUntil("both instances ready", async () => (await Promise.all(inst.map((d) => d.ready(500)))).every((x) => x?.ready), 60_000, 100).catch(() => undefined);
+      await sleep(ctx.rng.int(200, 2000));
+      const [zombie, other] = ctx.rng.chance(0.5) ? [inst[0]!, inst[1]!] : [inst[1]!, inst[0]!];
+      const before = await generations();
+      zombie.signal("SIGSTOP");
+      const stoppedAt = Date.now();
+      try {
+        await waitUntil(
+          "the other instance to claim every partition",
+          async () => {
+            const now = await generations();
+            return now.size === 16 && [...now].every(([part, g]) => g > (before.get(part) ?? 0n));
+          },
+          60_000,
+          200,
+        );
+        takeovers++;
+        await sleep(ctx.rng.int(500, 2500));
+      } catch (e) {
+        slow.push(`stop ${i + 1}: ${(e as Error).message}`);
+      }
+      ctx.log(`zombies: stop ${i + 1}: taken over after ${((Date.now() - stoppedAt) / 1000).toFixed(1)} s; resuming the zombie`);
+      zombie.signal("SIGCONT");
+      void other;
+    }
+    feedStop.abort();
+    await feeding;
+    const drainMs = await rig.drained(240_000, rig.group, () => (inst.some((d) => !d.running) ? `an instance exited: ${inst.find((d) => !d.running)!.log().slice(-400)}` : undefined));
+    await waitUntil("both instances ready", async () => (await Promise.all(inst.map((d) => d.ready(500)))).every((x) => x?.ready), 60_000, 100).catch(() => undefined);
+    const codes = await Promise.all(inst.map(async (d) => ((await d.stop()) ?? `${(await d.exited()).signal ?? "killed after 30 s"}`)));
+    sampling = false;
+    await sampler;
+    const fenced = inst.reduce((n, d) => n + (d.fullLog().match(/since this one did: the batch is dropped/g)?.length ?? 0), 0);
+    r.seconds = (Date.now() - t0) / 1000;
+    r.injected = "SIGSTOP of one of two group members until the other has claimed all 16 partitions (session timeout 3 s on the mock), then SIGCONT";
+    r.count = stops;
+    r.countDetail = `${takeovers} takeovers; ${fenced} batch(es) of a resumed zombie fenced (dropped uncommitted)`;
+    check(r, `${stops} stops, each taken over`, takeovers === stops, slow.length ? slow.join(" | ") : `${takeovers} of ${stops}`);
+    check(r, "stored checkpoints never went backwards", back.length === 0, back.length ? back.join("; ") : `${seen.size} partitions sampled every 100 ms`);
+    check(r, "drained after, SIGTERM exits 0", codes.every((c) => c === 0), `drained in ${(drainMs / 1000).toFixed(1)} s; exit codes ${codes.join(", ")}`);
+    await rig.finish(r);
+  } finally {
+    sampling = false;
+    await sampler;
+    await rig.close();
+  }
+  return r;
+}

@@ -10,7 +10,7 @@ import { failed, type Verdict } from "./checks.ts";
 import { cleanupAll, onCleanup, tempDir } from "../support/cleanup.ts";
 import { ensureBinary } from "../fuzz/run.ts";
 import { type KafkaEnv, netnsAvailable, openKafka, type PgCluster, ROOT, Rng, startCluster } from "./env.ts";
-import { failpoints, kill9Kafka } from "./kills.ts";
+import { failpoints, kill9Kafka, zombies } from "./kills.ts";
 import { kill9Pg } from "./pgkill.ts";
 import type { Ctx, Mode, Result } from "./rig.ts";
 
@@ -25,6 +25,7 @@ export const SCENARIOS: Scenario[] = [
   { name: "kill9", title: "kill -9, Kafka mode", run: (c) => kill9Kafka(c) },
   { name: "failpoints", title: "crashes at chosen points", run: (c, a) => failpoints(c, a.length ? a : undefined) },
   { name: "pgkill9", title: "kill -9, PostgreSQL-source mode", run: (c) => kill9Pg(c) },
+  { name: "zombies", title: "zombies: SIGSTOP past the session timeout, another instance takes over, SIGCONT", run: (c) => zombies(c) },
 ];
 
 const verdictText = (v: Verdict | undefined) => (!v ? "-" : "na" in v ? `n/a (${v.na})` : `${v.ok ? "ok" : "FAILED"}: ${v.detail}`);
