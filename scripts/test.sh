@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs setup, the type check, every bun test, the addon tests under Node, and the real-stack tier:
+# Runs setup, the type check, every bun test, the addon tests under Node, the fault suite's short
+# mode (scripts/chaos.sh --short: one pass or failure per scenario), and the real-stack tier:
 # test/stack/ against Kafka, Kafka Connect with Debezium and PostgreSQL from scripts/stack.sh,
 # started once for the tier and stopped after it (also on failure or Ctrl-C).
-# Arguments are passed to the first `bun test` (a filter); the Node tests and the real-stack tier
-# run only without them.
+# Arguments are passed to the first `bun test` (a filter); the Node tests, the fault suite and the
+# real-stack tier run only without them.
 # Last line: "N passed, N failed" from the real counts; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,14 @@ if [ $# -eq 0 ]; then
   nf=$(grep -Eo '^# fail [0-9]+' "$log/node" | grep -Eo '[0-9]+' || true)
   if [ -z "$np" ]; then echo "node --test printed no summary"; failed=$((failed+1)); np=0; fi
   passed=$((passed+np)); failed=$((failed+${nf:-0}))
+
+  echo "== fault suite (scripts/chaos.sh --short: librdkafka's mock cluster)"
+  env -u STACK_DIR scripts/chaos.sh --short 2>&1 | tee "$log/chaos"
+  chaos_status=${PIPESTATUS[0]}
+  cp=$(grep -Ec '^chaos: [a-z0-9]+ ok$' "$log/chaos" || true)
+  cf=$(grep -Ec '^chaos: [a-z0-9]+ FAILED$' "$log/chaos" || true)
+  if [ "$chaos_status" -ne 0 ] && [ "$cf" -eq 0 ]; then echo "chaos.sh exited $chaos_status"; cf=1; fi
+  passed=$((passed+cp)); failed=$((failed+cf))
 
   echo "== real-stack tests (test/stack: KRaft Kafka, Kafka Connect + Debezium, PostgreSQL)"
   t0=$(date +%s)

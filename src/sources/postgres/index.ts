@@ -3,8 +3,12 @@
 //
 // Progress: the checkpoint table holds, per source, the end LSN of the last transaction applied,
 // written in the analytics transaction itself; the slot's flush LSN is confirmed only after that
-// commit. A restart replays from the slot's confirmed LSN; transactions the checkpoint already
-// covers are dropped inside the analytics transaction.
+// commit, so it is never past the checkpoint. A restart replays from the slot's confirmed LSN;
+// transactions the checkpoint already covers are dropped inside the analytics transaction.
+// While the publication is idle (the server's WAL moves, nothing is sent) the end of WAL is
+// checkpointed the same way, as an empty transaction at that position: the slot advances and
+// retains little WAL, and its confirmed position still never passes the checkpoint — which is how
+// setup.ts tells a slot that was re-created or moved behind the sink's back.
 import type { Sql } from "postgres";
 import { retry, type RetryPolicy, sleep } from "../../backoff.ts";
 import type { Config, PgSourceConfig } from "../../config.ts";
@@ -15,9 +19,9 @@ import type { Metrics } from "../../metrics.ts";
 import type { SchemaChange, Target } from "../../model.ts";
 import type { CheckpointStore, CommittedPart, Source } from "../../pipeline.ts";
 import type { BulkLoader } from "../../sink/load.ts";
-import { ensurePublication, openSource, pgStream, prepareSlot, slotName } from "./setup.ts";
+import { ensurePublication, openSource, pgStream, prepareSlot, SLOT_UNUSABLE_CODES, slotName, SlotUnusable } from "./setup.ts";
 import { startSnapshot } from "./snapshot.ts";
-import { createReplicationStream, type ReplicationStream } from "./stream.ts";
+import { createReplicationStream, isSlotInvalidated, type ReplicationStream } from "./stream.ts";
 
 /** SQLSTATE object_in_use: START_REPLICATION on a slot another connection streams from. */
 const SLOT_IN_USE = "55006";
@@ -27,6 +31,10 @@ const STANDBY_POLL_MS = 1000;
 /** The reader's queue pauses the replication stream above HIGH records and resumes below LOW. */
 const QUEUE_HIGH = 20_000;
 const QUEUE_LOW = 5_000;
+/** An idle source checkpoints the server's end of WAL at most this often. */
+const IDLE_ADVANCE_MS = 1000;
+/** After a fatal slot error, the daemon stays up this long before it exits (a last scrape of its metrics). */
+const FATAL_LINGER_MS = 1000;
 
 /** One source database: its slot's stream and snapshot feeding a bounded queue. */
 class SlotReader {
@@ -50,6 +58,13 @@ class SlotReader {
   wake: (() => void) | undefined;
   /** while another instance holds the slot: why this one waits */
   standby: string | undefined;
+  /** the slot cannot be streamed without a gap: the pipeline stops with it */
+  fatal: SlotUnusable | undefined;
+  /** the replication stream is inside a transaction (received, not necessarily taken) */
+  #receivingTxn = false;
+  /** an empty transaction queued at this position: the first checkpoint of a new slot, or the idle end of WAL */
+  #marker: bigint | undefined;
+  #markerAt = 0;
 
   constructor(
     readonly cfg: PgSourceConfig,
@@ -99,11 +114,36 @@ class SlotReader {
     return n;
   }
 
-  /** Committed in analytics up to here: confirm it; when nothing is pending, confirm the end of WAL. */
+  /** Committed in analytics up to here: what the slot may confirm. */
   flushPosition(): bigint {
-    const idle = this.queued === 0 && !this.#inTxn && this.#readEnd === this.#acked && this.#snapshotDone;
+    return this.#acked;
+  }
+
+  /** An empty transaction ending at `lsn`: the decoder moves this source's checkpoint there with the next batch. */
+  #pushMarker(lsn: bigint): void {
+    this.#marker = lsn;
+    this.#markerAt = Date.now();
+    this.push({ kind: "xlog", source: this.cfg.name, msg: { tag: "commit", commitLsn: lsn, endLsn: lsn, commitTime: Date.now() } });
+  }
+
+  /**
+   * Nothing in flight and the server's WAL moved past the checkpoint (changes of unpublished tables,
+   * other databases): checkpoint the end of WAL. Every transaction sent later commits after it.
+   */
+  idleAdvance(): void {
     const walEnd = this.replication?.walEnd ?? 0n;
-    return idle && walEnd > this.#acked ? walEnd : this.#acked;
+    if (walEnd <= this.#acked || this.#receivingTxn || this.queued || this.#inTxn || this.#readEnd !== this.#acked || !this.#snapshotDone || this.#copying) return;
+    if ((this.#marker !== undefined && this.#marker > this.#acked) || Date.now() - this.#markerAt < IDLE_ADVANCE_MS) return;
+    this.#pushMarker(walEnd);
+  }
+
+  /** The slot cannot be resumed without a gap: recorded, counted, and thrown from the next read. */
+  setFatal(e: SlotUnusable): void {
+    if (this.fatal) return;
+    this.fatal = e;
+    this.metrics.errors.inc({ stage: "source", code: e.code });
+    this.log.error("replication slot unusable: stopping, never resuming with a gap", { slot: this.slot, reason: e.reason, code: e.code, error: e.message });
+    this.wake?.();
   }
 
   async start(): Promise<void> {
@@ -116,6 +156,10 @@ class SlotReader {
       await this.startStreaming(repl, stored);
     } catch (e) {
       await repl.end({ timeout: 1 }).catch(() => {});
+      if (e instanceof SlotUnusable) {
+        this.setFatal(e);
+        await sleep(FATAL_LINGER_MS);
+      }
       throw e;
     }
   }
@@ -125,22 +169,34 @@ class SlotReader {
     const slot = await prepareSlot(this.admin, repl, this.cfg, stored, this.log);
     this.#acked = slot.from;
     this.#readEnd = slot.from;
+    this.#marker = undefined;
     this.replication = createReplicationStream({
       cfg: this.cfg,
       retry: this.policy,
       metrics: this.metrics,
       log: this.log,
-      onData: (d) => d.kind === "xlog" && this.push({ kind: "xlog", source: this.cfg.name, msg: d.msg }),
+      onData: (d) => {
+        if (d.kind !== "xlog") return;
+        if (d.msg.tag === "begin") this.#receivingTxn = true;
+        else if (d.msg.tag === "commit") this.#receivingTxn = false;
+        this.push({ kind: "xlog", source: this.cfg.name, msg: d.msg });
+      },
       onStart: (from) => {
         // what the previous connection queued is sent again from the confirmed position (a transaction
         // cut off mid-way in full)
         this.#items = this.#items.slice(this.#head).filter((r) => r.kind === "snapshot-done");
         this.#head = 0;
         this.#inTxn = false;
+        this.#receivingTxn = false;
         this.#readEnd = from;
         this.push({ kind: "restart", source: this.cfg.name, from });
+        // a new slot's consistent point becomes the checkpoint with the first batch (after the copy)
+        if (slot.created && this.#acked <= slot.from && (this.#marker === undefined || this.#marker === slot.from)) this.#pushMarker(slot.from);
+        else this.#marker = undefined;
       },
       flushPosition: () => this.flushPosition(),
+      onIdle: () => this.idleAdvance(),
+      onFatal: (e) => this.setFatal(new SlotUnusable(this.slot, "invalidated", `replication slot ${this.slot} was invalidated while streaming (${errorInfo(e).error}): the source removed WAL the sink had not read yet (max_slot_wal_keep_size exceeded); resuming would skip it.`)),
     });
     let copy: Promise<void> | undefined;
     if (slot.snapshot) {
@@ -181,8 +237,13 @@ class SlotReader {
 
   async updateWalRetained(): Promise<void> {
     try {
-      const [r] = await this.admin`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained FROM pg_replication_slots WHERE slot_name = ${this.slot}`;
+      const [r] = await this.admin`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained, wal_status, safe_wal_size::text AS safe FROM pg_replication_slots WHERE slot_name = ${this.slot}`;
       if (!r) return;
+      if (r.wal_status === "lost") {
+        this.setFatal(new SlotUnusable(this.slot, "invalidated", `replication slot ${this.slot} was invalidated while streaming (wal_status lost): the source removed WAL the sink had not read yet (max_slot_wal_keep_size exceeded); resuming would skip it.`));
+        return;
+      }
+      if (r.wal_status === "unreserved") this.log.warn("replication slot is about to be invalidated: its WAL is beyond max_slot_wal_keep_size", { slot: this.slot, safeWalSizeBytes: r.safe });
       const retained = Number(r.retained);
       this.metrics.walRetained.set({ slot: this.slot }, retained);
       if (retained > this.cfg.wal_retained_warn_bytes) this.log.warn("replication slot retains a lot of WAL", { slot: this.slot, retainedBytes: retained, thresholdBytes: this.cfg.wal_retained_warn_bytes });
@@ -228,8 +289,12 @@ export function createPgSource(deps: { config: Config; targets: Target[]; checkp
               policy,
               signal,
               onError(e, attempt, waitMs) {
-                // a setup problem (wal_level, privileges) does not fix itself; a slot in use is waited for
-                if (errorCode(e) === "SOURCE_SETUP" || errorCode(e) === SLOT_IN_USE) throw e;
+                // a setup problem (wal_level, privileges) or a slot with a gap does not fix itself; a slot in use is waited for
+                if (errorCode(e) === "SOURCE_SETUP" || errorCode(e) === SLOT_IN_USE || SLOT_UNUSABLE_CODES.has(errorCode(e))) throw e;
+                if (isSlotInvalidated(e)) {
+                  r.setFatal(new SlotUnusable(r.slot, "invalidated", `replication slot ${r.slot} was invalidated: ${errorInfo(e).error}`));
+                  throw r.fatal;
+                }
                 metrics.retries.inc({ stage: "source" });
                 r.log.error("starting replication failed; retrying", { ...errorInfo(e), attempt, retryInMs: waitMs });
               },
@@ -249,6 +314,11 @@ export function createPgSource(deps: { config: Config; targets: Target[]; checkp
         }
     },
     async read(max: number, waitMs: number): Promise<PgRecords> {
+      const fatal = readers.find((r) => r.fatal)?.fatal;
+      if (fatal) {
+        await sleep(FATAL_LINGER_MS);
+        throw fatal;
+      }
       const first = take(max);
       if (first.count || waitMs <= 0) return first;
       await new Promise<void>((resolve) => {
@@ -275,6 +345,8 @@ export function createPgSource(deps: { config: Config; targets: Target[]; checkp
       for (const r of readers) r.acknowledge(parts);
     },
     status() {
+      const fatal = readers.find((r) => r.fatal);
+      if (fatal) return { ready: false, reason: `replication slot ${fatal.slot} unusable (${fatal.fatal!.reason}): ${fatal.fatal!.message}`, fatal: fatal.fatal!.message };
       const standby = readers.find((r) => r.standby);
       if (standby) return { ready: false, reason: `standby: replication slot ${standby.slot} is active in another instance (${standby.standby})` };
       const down = readers.filter((r) => !r.replication?.streaming).map((r) => r.cfg.name);

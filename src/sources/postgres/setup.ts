@@ -2,9 +2,9 @@
 // slot resumes (or whether it must be created, with an initial snapshot).
 import postgres, { type Sql } from "postgres";
 import { connectionOptions, type PgSourceConfig } from "../../config.ts";
-import { SourceSetupError } from "../../errors.ts";
+import { CdcError, SourceSetupError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
-import { parseLsn } from "../../decode/pgoutput.ts";
+import { formatLsn, parseLsn } from "../../decode/pgoutput.ts";
 import { qualify, quoteIdent } from "../../sink/schema.ts";
 
 export const slotName = (c: PgSourceConfig) => c.slot ?? `cdc_sink_${c.name}`;
@@ -72,25 +72,85 @@ export async function ensurePublication(admin: Sql, c: PgSourceConfig, tables: s
 export interface SlotStart {
   from: bigint;
   snapshot?: { name: string; lsn: bigint };
+  /** the slot was created now: its consistent point is recorded as the checkpoint with the first batch */
+  created: boolean;
 }
+
+/** Why a slot cannot be resumed without a gap. */
+export type SlotProblem = "invalidated" | "missing" | "ahead_of_checkpoint" | "source_behind_checkpoint";
+
+/**
+ * The slot cannot give every change after the checkpoint: resuming would skip some silently. Codes:
+ * SLOT_INVALIDATED (the server removed WAL the slot still needed: max_slot_wal_keep_size), SLOT_GAP
+ * (the slot was dropped, re-created or moved, or the source was restored to an earlier point).
+ */
+export class SlotUnusable extends CdcError {
+  constructor(
+    readonly slot: string,
+    readonly reason: SlotProblem,
+    message: string,
+  ) {
+    super(reason === "invalidated" ? "SLOT_INVALIDATED" : "SLOT_GAP", message);
+  }
+}
+export const SLOT_UNUSABLE_CODES = new Set(["SLOT_INVALIDATED", "SLOT_GAP"]);
+
+const recovery = (c: PgSourceConfig) =>
+  `Either accept the gap: create the slot if it is missing (SELECT pg_create_logical_replication_slot('${slotName(c)}', 'pgoutput')), DELETE FROM <state_schema>.checkpoints WHERE stream = '${pgStream(c)}' AND part = '${c.name}', restart (streaming resumes from the slot), then run \`cdc-sink repair\`; or start this source over: drop the slot if it exists, DELETE FROM <state_schema>.checkpoints WHERE stream = '${pgStream(c)}', restart (the tables are copied again, position-guarded), then run \`cdc-sink repair\` for rows deleted at the source meanwhile.`;
 
 /**
  * Resumes an existing slot from the later of its confirmed position and the checkpoint; creates it
  * when missing, and re-creates it when its initial snapshot never completed (the checkpoint table
  * marks completion in the same transaction as the snapshot's last rows).
+ *
+ * Never a silent gap: once the analytics database holds a checkpoint for this source, the slot must
+ * be able to give every change after it. The checkpoint is written before the slot is confirmed
+ * (also when idle: sources/postgres/index.ts), so the slot's confirmed position is never past it;
+ * refused with SlotUnusable: an invalidated slot (WAL removed), a missing slot, a slot confirmed
+ * past the checkpoint (dropped and re-created, advanced by someone else, or the analytics database
+ * restored to an earlier point), and a source whose WAL is behind the checkpoint (restored to an
+ * earlier point). Versions before this one confirmed idle WAL past the checkpoint: their slots are
+ * refused once as ahead_of_checkpoint, and accepting the gap (see `recovery`) is then safe.
  */
 export async function prepareSlot(admin: Sql, repl: Sql, c: PgSourceConfig, stored: Map<string, bigint>, log: Logger): Promise<SlotStart> {
   const slot = slotName(c);
-  const checkpoint = stored.get(c.name) ?? 0n;
+  const checkpoint = stored.get(c.name);
   const snapshotDone = stored.get(snapshotPart(c)) === 1n;
-  const [existing] = await admin`SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = ${slot}`;
-  if (existing && (snapshotDone || !c.snapshot)) {
+  const [existing] = await admin`SELECT confirmed_flush_lsn::text AS lsn, restart_lsn IS NULL AS no_restart, wal_status FROM pg_replication_slots WHERE slot_name = ${slot}`;
+  const [{ current }] = (await admin`SELECT pg_current_wal_lsn()::text AS current`) as unknown as [{ current: string }];
+  const at = (lsn: bigint) => `${formatLsn(lsn)}`;
+  if (checkpoint !== undefined && parseLsn(current) < checkpoint)
+    throw new SlotUnusable(
+      slot,
+      "source_behind_checkpoint",
+      `source ${c.name} is at WAL position ${current}, behind the checkpoint ${at(checkpoint)} the analytics database holds for it: the source was restored to an earlier point (or is another server), and its changes since could not be told apart from those already applied. ${recovery(c)}`,
+    );
+  if (existing && (existing.wal_status === "lost" || existing.no_restart))
+    throw new SlotUnusable(
+      slot,
+      "invalidated",
+      `replication slot ${slot} was invalidated (wal_status ${existing.wal_status}): the source removed WAL the sink had not read yet (max_slot_wal_keep_size exceeded while it was behind or stopped); the changes in it are lost to this slot, and resuming would skip them. ${recovery(c)}`,
+    );
+  // a checkpoint is written only once the copy committed (streamed changes wait for it)
+  if (existing && (snapshotDone || !c.snapshot || checkpoint !== undefined)) {
     const confirmed = parseLsn(existing.lsn);
-    return { from: checkpoint > confirmed ? checkpoint : confirmed };
+    if (checkpoint !== undefined && confirmed > checkpoint)
+      throw new SlotUnusable(
+        slot,
+        "ahead_of_checkpoint",
+        `replication slot ${slot} has confirmed ${existing.lsn}, past the checkpoint ${at(checkpoint)} the analytics database holds for source ${c.name}: the slot was dropped and re-created, advanced by another consumer, or the analytics database was restored to an earlier point; the changes between are lost to this sink. ${recovery(c)}`,
+      );
+    return { from: checkpoint !== undefined && checkpoint > confirmed ? checkpoint : confirmed, created: false };
   }
+  if (!existing && (checkpoint !== undefined || snapshotDone))
+    throw new SlotUnusable(
+      slot,
+      "missing",
+      `replication slot ${slot} is missing, but the analytics database holds ${checkpoint !== undefined ? `checkpoint ${at(checkpoint)}` : "a completed snapshot"} for source ${c.name}: the slot was dropped, and the changes since are lost to it; a new slot would start after them. ${recovery(c)}`,
+    );
   if (existing) await admin`SELECT pg_drop_replication_slot(${slot})`;
   const [created] = await repl.unsafe(`CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput ${c.snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT"}`);
   const from = parseLsn(created!.consistent_point);
   log.info("replication slot created", { slot, consistentPoint: created!.consistent_point });
-  return c.snapshot ? { from, snapshot: { name: created!.snapshot_name as string, lsn: from } } : { from };
+  return c.snapshot ? { from, snapshot: { name: created!.snapshot_name as string, lsn: from }, created: true } : { from, created: true };
 }

@@ -23,7 +23,14 @@ export interface StreamDeps {
   onStart(from: bigint): void;
   /** the position to confirm to the server now, and where a reconnect resumes */
   flushPosition(): bigint;
+  /** a keepalive or the heartbeat: the server's WAL end may have moved while nothing was sent */
+  onIdle?(): void;
+  /** the slot cannot be streamed any more (invalidated): reconnecting stops */
+  onFatal?(e: unknown): void;
 }
+
+/** START_REPLICATION on a slot the server invalidated (PostgreSQL 13-14: "can no longer get changes from replication slot", 15+: "cannot read from logical replication slot"). */
+export const isSlotInvalidated = (e: unknown) => errorCode(e) === "55000" && /can no longer get changes|cannot read from logical replication slot|invalidated/i.test(errorInfo(e).error);
 
 export function createReplicationStream(deps: StreamDeps) {
   const { cfg, metrics, log } = deps;
@@ -35,7 +42,10 @@ export function createReplicationStream(deps: StreamDeps) {
   let walEnd = 0n;
   // a status update every 10 s even while the stream is paused (a snapshot copying, a full queue):
   // the server ends a walsender that hears nothing for wal_sender_timeout
-  const heartbeat = setInterval(() => sendStatus(), 10_000);
+  const heartbeat = setInterval(() => {
+    sendStatus();
+    deps.onIdle?.();
+  }, 10_000);
   heartbeat.unref?.();
 
   let lastSent = -1n;
@@ -59,9 +69,10 @@ export function createReplicationStream(deps: StreamDeps) {
       if (m.kind === "other") return;
       if (m.walEnd > walEnd) walEnd = m.walEnd;
       if (m.kind === "keepalive") {
-        // a reply when asked, and whenever the position to confirm moved (an idle source advances
-        // its slot at once, as PostgreSQL's own subscriber does)
+        // a reply when asked, and whenever the position to confirm moved; an idle source checkpoints
+        // the server's WAL end first (onIdle), then confirms it
         if (m.replyRequested || deps.flushPosition() !== lastSent) sendStatus();
+        deps.onIdle?.();
       } else deps.onData(m);
     });
     stream.on("error", (e: Error) => log.warn("replication stream error", errorInfo(e)));
@@ -87,6 +98,10 @@ export function createReplicationStream(deps: StreamDeps) {
         await begin(repl, deps.flushPosition());
         return;
       } catch (e) {
+        if (isSlotInvalidated(e)) {
+          deps.onFatal?.(e);
+          return;
+        }
         metrics.errors.inc({ stage: "source", code: errorCode(e) });
         log.error("reconnecting replication failed; retrying", { attempt, ...errorInfo(e) });
       }

@@ -1,0 +1,94 @@
+// Scenario 3, kill -9 in PostgreSQL-source mode: kills during the initial snapshot, while a writer
+// commits small transactions on the source, and while the sink reads or applies one large transaction.
+import type { DaemonProc } from "./env.ts";
+import { sleep, waitUntil } from "./env.ts";
+import { checkpoints } from "./checks.ts";
+import { check, type Ctx, newResult, PgRig, type Result } from "./rig.ts";
+import { startWriter, TABLE } from "./workload.ts";
+
+export async function kill9Pg(ctx: Ctx): Promise<Result> {
+  const r = newResult("pgkill9", "kill -9, PostgreSQL-source mode");
+  const long = ctx.mode === "long";
+  const want = long ? { writer: 200, snapshot: 20, big: 20 } : { writer: 30, snapshot: 5, big: 5 };
+  const initialRows = long ? 1_000_000 : 300_000;
+  const bigRows = long ? 1_000_000 : 100_000;
+  const keys = initialRows + 50_000;
+  const rig = await PgRig.create(ctx, "pgkill9");
+  const t0 = Date.now();
+  const got = { writer: 0, snapshot: 0, big: 0 };
+  let events = initialRows;
+  let writer: ReturnType<typeof startWriter> | undefined;
+  try {
+    await rig.source.unsafe(`INSERT INTO ${TABLE} (id, v, note) SELECT g, g, 'initial' FROM generate_series(1, ${initialRows}) g`);
+    const d = await rig.daemon("a");
+    const stored = () => checkpoints(rig.sql, rig.stream).catch(() => new Map<string, bigint>());
+    const restart = async (x: DaemonProc) => {
+      await x.kill9();
+      x.start();
+    };
+
+    // during the initial snapshot: the slot's copy has not committed yet when the kill lands
+    let attempts = 0;
+    d.start();
+    while (got.snapshot < want.snapshot && attempts++ < want.snapshot * 6) {
+      await waitUntil("the snapshot to start", async () => d.log().includes("replication slot created") || !d.running, 30_000, 20);
+      await sleep(ctx.rng.int(20, long ? 3000 : 400));
+      const before = (await stored()).get("src#snapshot") === 1n;
+      await d.kill9();
+      const after = (await stored()).get("src#snapshot") === 1n;
+      if (!before && !after) got.snapshot++;
+      if (after) break;
+      d.start();
+    }
+    if (!d.running) d.start();
+    rig.startSamplers(long ? 2000 : 1000);
+
+    // with a writer committing on the source
+    writer = startWriter(rig.source, ctx.rng, { txPerSecond: long ? 500 : 200, maxOps: 10, keys });
+    for (let i = 0; i < want.writer; i++) {
+      await waitUntil("the daemon ready", async () => (await d.ready(500))?.ready || !d.running, 60_000, 100).catch(() => undefined);
+      await sleep(ctx.rng.int(100, long ? 4000 : 1500));
+      await restart(d);
+      got.writer++;
+    }
+
+    // inside a large transaction: its commit is past the checkpoint when the kill lands
+    for (let i = 0; i < want.big; i++) {
+      await waitUntil("the daemon ready", async () => (await d.ready(500))?.ready || !d.running, 60_000, 100).catch(() => undefined);
+      await rig.source.unsafe(`UPDATE ${TABLE} SET v = v + 1, note = 'big${i}' WHERE id <= ${bigRows}`);
+      const end = await rig.walPosition();
+      const [{ n }] = (await rig.source.unsafe(`SELECT count(*)::int AS n FROM ${TABLE} WHERE note = 'big${i}'`)) as unknown as [{ n: number }];
+      events += n;
+      for (let tries = 0; tries < 5; tries++) {
+        await sleep(ctx.rng.int(100, long ? 3000 : 1200));
+        const inside = ((await stored()).get("src") ?? 0n) < end;
+        await restart(d);
+        if (inside) {
+          got.big++;
+          break;
+        }
+      }
+    }
+    const stats = await writer.stop();
+    writer = undefined;
+    events += stats.changes;
+
+    const killPhaseS = (Date.now() - t0) / 1000;
+    const drainMs = await rig.caughtUp(await rig.walPosition(), long ? 1_200_000 : 180_000, "cdc_sink", rig.slot, () => (d.running ? undefined : `the daemon exited: ${d.log().slice(-400)}`));
+    const code = await d.stop();
+    r.seconds = (Date.now() - t0) / 1000;
+    r.injected = "SIGKILL of the daemon, restarted at once: during the initial snapshot, with a writer committing 1-10-change transactions on the source, and while a large transaction is read or applied";
+    r.count = got.snapshot + got.writer + got.big;
+    r.countDetail = `${got.snapshot} during the initial snapshot (${initialRows} rows), ${got.writer} with the writer running, ${got.big} inside a ${bigRows}-row transaction`;
+    r.events = events;
+    check(r, `${want.snapshot} kills during the snapshot`, got.snapshot >= want.snapshot, `${got.snapshot} in ${attempts} attempts`);
+    check(r, `${want.writer} kills with a writer`, got.writer >= want.writer, `${got.writer}; writer: ${stats.transactions} transactions, ${stats.changes} changes, ${stats.errors} errors`);
+    check(r, `${want.big} kills inside a large transaction`, got.big >= want.big, `${got.big}`);
+    check(r, "caught up after the last kill, SIGTERM exits 0", code === 0, `kill phase ${killPhaseS.toFixed(0)} s; caught up in ${(drainMs / 1000).toFixed(1)} s; exit code ${code}`);
+    await rig.finish(r);
+  } finally {
+    await writer?.stop();
+    await rig.close();
+  }
+  return r;
+}
