@@ -1,4 +1,4 @@
-// Runs after `npm ci` (package.json postinstall): two fixes to postgres.js 3.4.x, idempotent, failing
+// Runs after `npm ci` (package.json postinstall): fixes to postgres.js 3.4.x, idempotent, failing
 // loudly when the code they patch has changed.
 // 1. It can run a write it scheduled with setImmediate after its connection closed (socket null):
 //    `TypeError: null is not an object (evaluating 'socket.write')`, thrown outside any promise,
@@ -10,6 +10,10 @@
 //    COMMIT never ran). The end of the copy resumes the socket.
 // 4. A COPY FROM STDIN the server rejected (a value too long) left its stream waiting for ever:
 //    the error now ends the stream.
+// 5. The array-type query it runs on every new connection was awaited by nobody: when the server
+//    cancelled it (a statement_timeout of 1 ms), the rejection was unhandled and the daemon exited.
+//    Now the query waiting for that connection fails with the error (and is retried), and the
+//    connection closes, so the next one fetches the types again.
 // 3. Each message it sends was copied once more before the socket write (Buffer.from of a buffer
 //    nothing else holds), once more onto the smaller messages still pending, and a Bind once more
 //    to append its Execute, and Bun copies what the socket does not take at once: a 64 MiB value
@@ -104,6 +108,28 @@ const patches = [
       s.destroy(Errors.postgres(parseError(x)))
     }
     if (query) {`,
+  },
+  {
+    what: "a failed type fetch fails the waiting query",
+    from: `    const types = await new Query([\`
+      select b.oid, b.typarray
+      from pg_catalog.pg_type a
+      left join pg_catalog.pg_type b on b.oid = a.typelem
+      where a.typcategory = 'A'
+      group by b.oid, b.typarray
+      order by b.oid
+    \`], [], execute)
+    types.forEach`,
+    to: `    const types = await new Query([\`
+      select b.oid, b.typarray
+      from pg_catalog.pg_type a
+      left join pg_catalog.pg_type b on b.oid = a.typelem
+      where a.typcategory = 'A'
+      group by b.oid, b.typarray
+      order by b.oid
+    \`], [], execute).catch((e) => (errored(e), socket && socket.end(), null)) // patched by cdc-sink (scripts/patch-deps.mjs)
+    if (!types) return
+    types.forEach`,
   },
 ];
 // Always from the file as installed (kept beside it once), so that running again applies the

@@ -9,7 +9,7 @@ import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { tempDir } from "./support/cleanup.ts";
 import { envelope, keyOf, newClock } from "./support/debezium.ts";
 import { analyticsDb, config, ROOT, sinkToml, startDaemon, TOPICS, waitFor } from "./support/harness.ts";
-import { freePort, startCluster } from "./support/pg.ts";
+import { freePort, sharedCluster, startCluster } from "./support/pg.ts";
 
 const dir = tempDir("cdc-sink-faults-");
 let mock: MockCluster;
@@ -146,3 +146,28 @@ test("the Kafka brokers down: not ready with the cause named; ready again when t
     pg.kill();
   }
 }, 120_000);
+
+test("postgres.js's array-type query failing on a new connection fails the query waiting for it (retried), never an unhandled error; the next connection fetches the types", async () => {
+  const pg = await sharedCluster();
+  const url = await pg.createDatabase("typefetch");
+  const admin = postgres(url, { max: 1, onnotice: () => {} });
+  // deterministic stand-in for a statement_timeout of 1 ms cancelling that query: the role cannot read pg_type
+  await admin.unsafe(`CREATE ROLE typefetch_${process.pid} LOGIN; REVOKE SELECT ON pg_catalog.pg_type FROM PUBLIC`);
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  process.on("unhandledRejection", onUnhandled);
+  const sql = postgres(url.replace("postgres@", `typefetch_${process.pid}@`), { max: 1, onnotice: () => {} });
+  try {
+    const first = await sql`SELECT 1 AS one`.then(() => undefined, (e: { code?: string }) => e.code);
+    expect(first).toBe("42501");
+    await new Promise((r) => setTimeout(r, 300));
+    expect(unhandled).toEqual([]);
+    await admin.unsafe("GRANT SELECT ON pg_catalog.pg_type TO PUBLIC");
+    const [row] = await sql`SELECT '{a,b}'::text[] AS a`;
+    expect(row!.a).toEqual(["a", "b"]);
+  } finally {
+    process.off("unhandledRejection", onUnhandled);
+    await sql.end();
+    await admin.end();
+  }
+});

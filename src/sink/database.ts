@@ -7,9 +7,16 @@ import { type Cause, causeOf, errorInfo, isConnectionError } from "../errors.ts"
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 
+/**
+ * Seconds a pool connection waits before connecting again after it closed: postgres.js's default
+ * grows to 20 s, so after an outage the pool lagged seconds behind the prober that saw the
+ * database back.
+ */
+export const reconnectBackoff = (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.5);
+
 export function openAnalytics(c: Config["postgres"], max = 4, extra: Record<string, unknown> = {}): Sql {
   const { url, options } = connectionOptions(c);
-  const opts = { ...options, max, onnotice: () => {}, idle_timeout: 60, max_lifetime: 60 * 30, connection: { application_name: "cdc-sink" }, ...extra };
+  const opts = { ...options, max, onnotice: () => {}, idle_timeout: 60, max_lifetime: 60 * 30, backoff: reconnectBackoff, connection: { application_name: "cdc-sink" }, ...extra };
   return url ? postgres(url, opts) : postgres(opts);
 }
 
