@@ -38,7 +38,12 @@ export class Rng {
   }
 }
 
-export const pg = (url: string, max = 2): Sql => postgres(url, { max, onnotice: () => {}, idle_timeout: 10, connect_timeout: 5 });
+// The suite's own sessions name themselves and turn statement_timeout off at connect (a setting in
+// the startup packet wins over ALTER DATABASE … SET): the target scenario's 1 ms bursts are for the
+// daemon. They reconnect 100 ms after a failure, not after postgres.js's own backoff (up to 20 s
+// after a few failed attempts): what they measure after an outage must not wait on the suite.
+export const pg = (url: string, max = 2): Sql =>
+  postgres(url, { max, onnotice: () => {}, idle_timeout: 10, connect_timeout: 5, backoff: () => 0.1, connection: { application_name: "cdc-sink-chaos", statement_timeout: 0 } });
 
 export async function waitUntil<T>(what: string, fn: () => Promise<T | undefined | false | null>, timeoutMs: number, everyMs = 100): Promise<T> {
   const end = Date.now() + timeoutMs;

@@ -12,6 +12,7 @@ import { ensureBinary } from "../fuzz/run.ts";
 import { type KafkaEnv, netnsAvailable, openKafka, type PgCluster, ROOT, Rng, startCluster } from "./env.ts";
 import { failpoints, kill9Kafka, zombies } from "./kills.ts";
 import { kill9Pg } from "./pgkill.ts";
+import { targetFaults } from "./target.ts";
 import type { Ctx, Mode, Result } from "./rig.ts";
 
 export interface Scenario {
@@ -26,6 +27,7 @@ export const SCENARIOS: Scenario[] = [
   { name: "failpoints", title: "crashes at chosen points", run: (c, a) => failpoints(c, a.length ? a : undefined) },
   { name: "pgkill9", title: "kill -9, PostgreSQL-source mode", run: (c) => kill9Pg(c) },
   { name: "zombies", title: "zombies: SIGSTOP past the session timeout, another instance takes over, SIGCONT", run: (c) => zombies(c) },
+  { name: "target", title: "target faults: the analytics PostgreSQL stopped (-m immediate), rows locked, a 1 ms statement_timeout", run: (c, a) => targetFaults(c, a.length ? a : undefined) },
 ];
 
 const verdictText = (v: Verdict | undefined) => (!v ? "-" : "na" in v ? `n/a (${v.na})` : `${v.ok ? "ok" : "FAILED"}: ${v.detail}`);
