@@ -2,33 +2,24 @@
 // letters listed by table and reason, retried through the position-guarded applier once the cause
 // is fixed (a stale one never overwrites newer data), discarded with an audit row; the daemon's
 // pending gauge.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import postgres, { type Sql } from "postgres";
 import { parseIds } from "../src/dlq/cli.ts";
-import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { tempDir } from "./support/cleanup.ts";
 import { envelope, keyOf, newClock } from "./support/debezium.ts";
 import { config, ROOT, startDaemon, waitFor } from "./support/harness.ts";
 import { sharedCluster } from "./support/pg.ts";
+import { mockKafka } from "./support/kafka.ts";
 
 const dir = tempDir("cdc-sink-dlq-");
 const BOOK = "_cdc_commit_lsn numeric(20,0), _cdc_lsn numeric(20,0), _cdc_synced_at timestamptz";
 const open = (url: string) => postgres(url, { max: 2, onnotice: () => {} });
 const rows = async (sql: Sql, q: string): Promise<Record<string, unknown>[]> => (await sql.unsafe(q)).map((r) => ({ ...r }));
 
-let mock: MockCluster;
-let producer: KafkaProducer;
-beforeAll(() => {
-  mock = new MockCluster(1);
-  producer = new KafkaProducer({ "bootstrap.servers": mock.bootstrapServers, "linger.ms": 1 });
-});
-afterAll(async () => {
-  await producer.close();
-  mock.close();
-});
+const kafka = mockKafka();
 
 /** The CLI as an operator runs it. */
 function dlq(file: string, ...args: string[]) {
@@ -47,10 +38,10 @@ test("Kafka: list counts by table and reason; retry applies what now fits, keeps
   const dst = open(url);
   await dst.unsafe(`CREATE TABLE t_fact (id bigint PRIMARY KEY, code varchar(5), ${BOOK})`);
   const topic = `dlq${Date.now()}.public.t`;
-  mock.createTopic(topic, 1);
+  kafka.mock.createTopic(topic, 1);
   const toml = `
 [kafka]
-bootstrap_servers = "${mock.bootstrapServers}"
+bootstrap_servers = "${kafka.mock.bootstrapServers}"
 group_id = "dlq"
 [kafka.properties]
 "fetch.wait.max.ms" = 10
@@ -66,8 +57,8 @@ table = "t_fact"
   writeFileSync(file, toml);
   const clock = newClock();
   const send = async (msgs: Array<{ key: string | null; value: string | Uint8Array }>) => {
-    await producer.produce(topic, msgs);
-    expect((await producer.flush(10_000)).failed).toEqual([]);
+    await kafka.producer.produce(topic, msgs);
+    expect((await kafka.producer.flush(10_000)).failed).toEqual([]);
   };
   const ev = (id: number, op: "c" | "u", code: string) => JSON.stringify(envelope(clock, "t", op, { after: { id, code } }));
   const run = await startDaemon(config(toml));

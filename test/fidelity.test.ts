@@ -2,12 +2,12 @@
 // Debezium 3.6.1 in every encoding mode and both JSON forms) replayed through cdc-sink step by
 // step: after each step every stored value must equal the source row, except where Debezium's
 // encoding itself loses the value — each such case is listed below with its reason.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import type { Sql } from "postgres";
-import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { analyticsDb, config, ROOT, startDaemon, waitFor } from "./support/harness.ts";
 import { sharedCluster } from "./support/pg.ts";
+import { mockKafka } from "./support/kafka.ts";
 
 const DIR = `${ROOT}test/fixtures/debezium/`;
 type Md5 = { md5: string; length: number };
@@ -80,16 +80,7 @@ const DEAD: Array<[(m: Modes) => boolean, string, string]> = [
   [double, '{"id":5}', "column c_numeric_40_20: numeric field overflow"],
 ];
 
-let mock: MockCluster;
-let producer: KafkaProducer;
-beforeAll(() => {
-  mock = new MockCluster(1);
-  producer = new KafkaProducer({ "bootstrap.servers": mock.bootstrapServers, "linger.ms": 1 });
-});
-afterAll(async () => {
-  await producer.close();
-  mock.close();
-});
+const kafka = mockKafka();
 
 /** Each column of the analytics table as comparable text; timetz at UTC (Debezium sends it in UTC). */
 async function analyticsRows(sql: Sql): Promise<Map<string, Record<string, string | null>>> {
@@ -129,11 +120,11 @@ for (const f of manifest.files) {
     await sql.unsafe(source.ddl.replace(/ALTER TABLE[^;]*;/g, ""));
     await sql.unsafe(`ALTER TABLE fidelity ADD COLUMN _cdc_commit_lsn numeric(20,0), ADD COLUMN _cdc_lsn numeric(20,0), ADD COLUMN _cdc_synced_at timestamptz; SET TIME ZONE 'UTC'`);
     const topic = f.topics[0]!;
-    mock.createTopic(topic, 1);
+    kafka.mock.createTopic(topic, 1);
     const modes = Object.entries(f.config).filter(([k]) => /^(time\.precision|decimal\.handling|binary\.handling|interval\.handling|unavailable\.value)\./.test(k));
     const cfg = config(`
 [kafka]
-bootstrap_servers = "${mock.bootstrapServers}"
+bootstrap_servers = "${kafka.mock.bootstrapServers}"
 group_id = "fidelity-${f.file}"
 [kafka.properties]
 "fetch.wait.max.ms" = 10
@@ -160,11 +151,11 @@ truncate = "truncate"
         const batch = records.slice(sent, sent + n);
         sent += n;
         if (batch.length) {
-          await producer.produce(
+          await kafka.producer.produce(
             topic,
             batch.map((r) => ({ key: r.key, value: r.value, headers: r.headers, partition: 0 })),
           );
-          expect((await producer.flush(10_000)).failed).toEqual([]);
+          expect((await kafka.producer.flush(10_000)).failed).toEqual([]);
         }
         await waitFor(`step ${step.name} applied`, async () => (await sql`SELECT position::int AS p FROM cdc_sink.checkpoints`)[0]?.p === sent);
         const stored = await analyticsRows(sql);

@@ -1,28 +1,19 @@
 // cdc-sink init and [postgres] auto_provision against real PostgreSQL (and the mock Kafka cluster):
 // analytics tables derived from the source catalog or the message schema, applied, replicated into.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import postgres, { type Sql } from "postgres";
-import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { runInit } from "../src/provision/cli.ts";
 import { tempDir } from "./support/cleanup.ts";
 import { envelope, keyOf, newClock, withSchema } from "./support/debezium.ts";
 import { config, ROOT, startDaemon, waitFor } from "./support/harness.ts";
 import { sharedCluster } from "./support/pg.ts";
+import { mockKafka } from "./support/kafka.ts";
 
 const dir = tempDir("cdc-sink-provision-");
-let mock: MockCluster;
-let producer: KafkaProducer;
-beforeAll(() => {
-  mock = new MockCluster(1);
-  producer = new KafkaProducer({ "bootstrap.servers": mock.bootstrapServers, "linger.ms": 1 });
-});
-afterAll(async () => {
-  await producer.close();
-  mock.close();
-});
+const kafka = mockKafka();
 
 const open = (url: string) => postgres(url, { max: 2, onnotice: () => {} });
 const typesOf = async (sql: Sql, table: string) =>
@@ -207,8 +198,8 @@ test("Kafka mode: init derives the table from the newest event's schema; schemal
   const dst = open(url);
   const topic = `k${Date.now()}.public.books`;
   const bare = `k${Date.now()}.public.bare`;
-  mock.createTopic(topic, 2);
-  mock.createTopic(bare, 1);
+  kafka.mock.createTopic(topic, 2);
+  kafka.mock.createTopic(bare, 1);
   const clock = newClock();
   const fields = {
     id: { type: "int64" },
@@ -221,15 +212,15 @@ test("Kafka mode: init derives the table from the newest event's schema; schemal
   };
   (fields.tags as Record<string, unknown>).items = { type: "string", optional: true };
   const book = { id: 9, title: "Dune", price: "B9A=", published_on: 19723, tags: ["sf"], attributes: '{"pages": 412}', created_at: "2024-01-01T00:00:00Z" };
-  await producer.produce(topic, [
+  await kafka.producer.produce(topic, [
     { key: keyOf(9, "id", true), value: JSON.stringify(withSchema(envelope(clock, "books", "c", { after: book }), fields)) },
     { key: keyOf(9, "id", true), value: JSON.stringify(withSchema(envelope(clock, "books", "u", { after: { ...book, title: "Dune!" } }), fields)) },
   ]);
-  await producer.produce(bare, [{ key: keyOf(1), value: JSON.stringify(envelope(clock, "bare", "c", { after: { id: 1 } })) }]);
-  expect((await producer.flush(10_000)).failed).toEqual([]);
+  await kafka.producer.produce(bare, [{ key: keyOf(1), value: JSON.stringify(envelope(clock, "bare", "c", { after: { id: 1 } })) }]);
+  expect((await kafka.producer.flush(10_000)).failed).toEqual([]);
   const toml = `
 [kafka]
-bootstrap_servers = "${mock.bootstrapServers}"
+bootstrap_servers = "${kafka.mock.bootstrapServers}"
 group_id = "kinit"
 [kafka.properties]
 "fetch.wait.max.ms" = 10

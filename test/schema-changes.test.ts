@@ -2,12 +2,12 @@
 // sources, against real PostgreSQL and the mock Kafka cluster: columns added, safe widenings
 // applied, anything else stopping that mapping only — its events held, not lost — and every
 // change in cdc_sink.schema_log.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import postgres, { type Sql } from "postgres";
-import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { envelope, keyOf, newClock, withSchema } from "./support/debezium.ts";
 import { config, startDaemon, waitFor } from "./support/harness.ts";
 import { sharedCluster } from "./support/pg.ts";
+import { mockKafka } from "./support/kafka.ts";
 
 const open = (url: string) => postgres(url, { max: 2, onnotice: () => {} });
 const BOOK = "_cdc_commit_lsn numeric(20,0), _cdc_lsn numeric(20,0), _cdc_synced_at timestamptz";
@@ -172,16 +172,7 @@ test('PostgreSQL source: "fail" stops on a new column; "ignore" leaves the table
   await Promise.all([src.end(), dst.end(), add.src.end(), add.dst.end()]);
 }, 120_000);
 
-let mock: MockCluster;
-let producer: KafkaProducer;
-beforeAll(() => {
-  mock = new MockCluster(1);
-  producer = new KafkaProducer({ "bootstrap.servers": mock.bootstrapServers, "linger.ms": 1 });
-});
-afterAll(async () => {
-  await producer.close();
-  mock.close();
-});
+const kafka = mockKafka();
 
 async function kafkaSetup(policy: string) {
   const pg = await sharedCluster();
@@ -192,11 +183,11 @@ async function kafkaSetup(policy: string) {
   const n = ++seq;
   const items = `sc${n}.public.items`;
   const plain = `sc${n}.public.plain`;
-  mock.createTopic(items, 2);
-  mock.createTopic(plain, 1);
+  kafka.mock.createTopic(items, 2);
+  kafka.mock.createTopic(plain, 1);
   const cfg = config(`
 [kafka]
-bootstrap_servers = "${mock.bootstrapServers}"
+bootstrap_servers = "${kafka.mock.bootstrapServers}"
 group_id = "sc${n}"
 [kafka.properties]
 "fetch.wait.max.ms" = 10
@@ -214,8 +205,8 @@ table = "plain_fact"
 schema_changes = "${policy}"
 `);
   const send = async (topic: string, msgs: Array<{ key: string; value: unknown }>) => {
-    await producer.produce(topic, msgs.map((m) => ({ key: m.key, value: JSON.stringify(m.value) })));
-    expect((await producer.flush(10_000)).failed).toEqual([]);
+    await kafka.producer.produce(topic, msgs.map((m) => ({ key: m.key, value: JSON.stringify(m.value) })));
+    expect((await kafka.producer.flush(10_000)).failed).toEqual([]);
   };
   return { dst, cfg, items, plain, send };
 }

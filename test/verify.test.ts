@@ -1,10 +1,9 @@
 // verify and repair against real PostgreSQL: differences planted in analytics and at the source
 // behind the sink's back, found exactly while streaming continues, mended, verified equal.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import postgres, { type Sql } from "postgres";
 import type { Config } from "../src/config.ts";
-import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
 import { ensureStateTables } from "../src/sink/state.ts";
 import { createMetrics } from "../src/metrics.ts";
 import { silentLogger } from "../src/log.ts";
@@ -12,6 +11,7 @@ import { runRepair, runVerify, startVerifyLoop, verifyOnce } from "../src/verify
 import { envelope, keyOf, newClock } from "./support/debezium.ts";
 import { analyticsDb, config, ROOT, startDaemon, waitFor } from "./support/harness.ts";
 import { type PgCluster, sharedCluster } from "./support/pg.ts";
+import { mockKafka } from "./support/kafka.ts";
 
 type Doc = {
   status: number;
@@ -204,16 +204,7 @@ test("exit 2 when the sink is not running to confirm a difference, or a source i
   await Promise.all([ecom.end(), inv.end(), analytics.end()]);
 }, 120_000);
 
-let mock: MockCluster;
-let producer: KafkaProducer;
-beforeAll(() => {
-  mock = new MockCluster(1);
-  producer = new KafkaProducer({ "bootstrap.servers": mock.bootstrapServers, "linger.ms": 1 });
-});
-afterAll(async () => {
-  await producer.close();
-  mock.close();
-});
+const kafka = mockKafka();
 
 test("Kafka mappings with verify_source: planted differences found exactly, in-flight changes within settle not reported, repaired", async () => {
   const pg = await sharedCluster();
@@ -223,10 +214,10 @@ test("Kafka mappings with verify_source: planted differences found exactly, in-f
   const analyticsUrl = await pg.createDatabase("vksink");
   const analytics = await analyticsDb(analyticsUrl);
   const topic = `ecom-connector.public.orders.v${Math.random().toString(36).slice(2, 7)}`;
-  mock.createTopic(topic, 2);
+  kafka.mock.createTopic(topic, 2);
   const cfg = config(`
 [kafka]
-bootstrap_servers = "${mock.bootstrapServers}"
+bootstrap_servers = "${kafka.mock.bootstrapServers}"
 group_id = "verify-${topic}"
 [kafka.properties]
 "fetch.wait.max.ms" = 10
@@ -259,8 +250,8 @@ verify_table = "public.orders"
       op === "d"
         ? ids.flatMap((id) => [{ key: keyOf(id), value: JSON.stringify(envelope(clock, "orders", "d", { before: { id } })) }, { key: keyOf(id), value: null }])
         : rows.map((r) => ({ key: keyOf(r.id as number), value: JSON.stringify(envelope(clock, "orders", op, { after: { ...r } })) }));
-    await producer.produce(topic, msgs);
-    expect((await producer.flush(10_000)).failed).toEqual([]);
+    await kafka.producer.produce(topic, msgs);
+    expect((await kafka.producer.flush(10_000)).failed).toEqual([]);
   };
   await src.unsafe(`INSERT INTO orders (customer_id, status, total_amount, created_at, updated_at)
     SELECT g, 'paid', g * 1.25, timestamptz '2024-03-01 10:00:00.123456+00' + g * interval '1 s', timestamptz '2024-03-01 11:00:00+00' FROM generate_series(1, 400) g`);

@@ -23,6 +23,7 @@ import { type Change, Kind, type Target } from "../model.ts";
 import { readCatalog, type SourceTable } from "../provision/catalog.ts";
 import { createApplier } from "../sink/apply.ts";
 import { qualify, quoteIdent } from "../sink/schema.ts";
+import { withCheckpointsHeld } from "../sink/state.ts";
 import { loadTargets } from "../sink/targets.ts";
 import { subjects, type VerifySubject } from "../verify/plan.ts";
 import { walPosition } from "../verify/session.ts";
@@ -174,31 +175,13 @@ export async function retryDeadLetters(config: Config, store: DeadLetterStore, f
     const batch = new ChangeBatch(BIG);
     batch.add(change, Date.now());
     const before = await store.maxId();
-    const r = await holdingPipeline(subject, () => apply(batch));
+    const r = await withCheckpointsHeld(store.sql, config.postgres.state_schema, subject.progress, () => apply(batch));
     if (r.deadLetters) {
       const again = await store.takeNew(before, { stream: d.stream, part: d.part, position: String(R) });
       return { outcome: "failed", detail: again[0]?.error ?? "rejected again", code: again[0]?.error_code ?? null };
     }
     if (!r.applied) return { outcome: "superseded", detail: "a newer change was applied meanwhile" };
     return { outcome: "applied", detail: row ? "source row read again and applied" : "the source no longer has the row: deleted" };
-  }
-
-  /** Runs `fn` while the pipeline's checkpoint row of the mapping's source is locked by another transaction. */
-  async function holdingPipeline<T>(subject: VerifySubject, fn: () => Promise<T>): Promise<T> {
-    if (!subject.progress) return fn();
-    const held = await store.sql.reserve();
-    try {
-      await held.unsafe("BEGIN");
-      await held.unsafe(`SELECT 1 FROM ${quoteIdent(config.postgres.state_schema)}.checkpoints WHERE stream = $1 AND part = $2 FOR UPDATE`, [subject.progress.stream, subject.progress.part]);
-      const out = await fn();
-      await held.unsafe("COMMIT");
-      return out;
-    } catch (e) {
-      await held.unsafe("ROLLBACK").catch(() => {});
-      throw e;
-    } finally {
-      held.release();
-    }
   }
 
   try {

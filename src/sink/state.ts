@@ -75,3 +75,29 @@ export function createCheckpointStore(sql: Sql, schema: string): CheckpointStore
     },
   };
 }
+
+/** Checkpoint rows of one part (`part`), or of every partition of a topic (`topic`: parts `<topic>/<n>`). */
+export type CheckpointRows = { stream: string; part: string } | { stream: string; topic: string };
+
+/**
+ * Runs `fn` while another transaction on `sql` holds the pipeline's checkpoint rows `rows` locked:
+ * the pipeline's batches (which lock them first) and `fn`'s writes commit one after the other.
+ */
+export async function withCheckpointsHeld<T>(sql: Sql, schema: string, rows: CheckpointRows | undefined, fn: () => Promise<T>): Promise<T> {
+  if (!rows) return fn();
+  const held = await sql.reserve();
+  try {
+    await held.unsafe("BEGIN");
+    const table = `${quoteIdent(schema)}.checkpoints`;
+    if ("part" in rows) await held.unsafe(`SELECT 1 FROM ${table} WHERE stream = $1 AND part = $2 FOR UPDATE`, [rows.stream, rows.part]);
+    else await held.unsafe(`SELECT 1 FROM ${table} WHERE stream = $1 AND left(part, length($2) + 1) = $2 || '/' FOR UPDATE`, [rows.stream, rows.topic]);
+    const out = await fn();
+    await held.unsafe("COMMIT");
+    return out;
+  } catch (e) {
+    await held.unsafe("ROLLBACK").catch(() => {});
+    throw e;
+  } finally {
+    held.release();
+  }
+}

@@ -39,7 +39,7 @@ import type { Config } from "../config.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { type Change, type Coord, Kind } from "../model.ts";
 import { createApplier } from "../sink/apply.ts";
-import { quoteIdent } from "../sink/schema.ts";
+import { type CheckpointRows, withCheckpointsHeld } from "../sink/state.ts";
 import { kafkaStream } from "../sources/kafka.ts";
 import { type Confirmation, type KeyDiff, liveOf, type Position, readRows, readTombstones, sameRow, storedPosition } from "./confirm.ts";
 import { showKey } from "./report.ts";
@@ -68,28 +68,11 @@ export function kafkaRepairPosition(stored: Position | null, r: bigint): Positio
 
 const BATCH = 2000;
 
-/**
- * Runs `fn` while the pipeline's checkpoint rows for this mapping's source are locked by another
- * transaction: the pipeline's batches and the repair's then commit one after the other.
- */
-async function withPipelineHeld<T>(session: TableSession, config: Config, fn: () => Promise<T>): Promise<T> {
+/** The pipeline's checkpoint rows of this mapping's source, which a repair holds while it commits. */
+function pipelineRows(session: TableSession, config: Config): CheckpointRows | undefined {
   const s = session.subject;
-  const state = quoteIdent(config.postgres.state_schema);
-  const held = await session.reader.dst.reserve();
-  try {
-    await held.unsafe("BEGIN");
-    if (s.mode === "postgres") await held.unsafe(`SELECT 1 FROM ${state}.checkpoints WHERE stream = $1 AND part = $2 FOR UPDATE`, [s.progress!.stream, s.progress!.part]);
-    else if (config.kafka && s.mapping.topic)
-      await held.unsafe(`SELECT 1 FROM ${state}.checkpoints WHERE stream = $1 AND left(part, length($2) + 1) = $2 || '/' FOR UPDATE`, [kafkaStream(config.kafka), s.mapping.topic]);
-    const out = await fn();
-    await held.unsafe("COMMIT");
-    return out;
-  } catch (e) {
-    await held.unsafe("ROLLBACK").catch(() => {});
-    throw e;
-  } finally {
-    held.release();
-  }
+  if (s.mode === "postgres") return s.progress;
+  return config.kafka && s.mapping.topic ? { stream: kafkaStream(config.kafka), topic: s.mapping.topic } : undefined;
 }
 
 /** Re-reads `keys` at the source and applies them, position-guarded (see the header). */
@@ -118,7 +101,7 @@ export async function mendKeys(session: TableSession, config: Config, keys: Arra
   const out: Mended = { actions, applied: 0, kept: 0, rejected: 0 };
   if (!changes.length) return out;
   const apply = createApplier({ sql: r.dst, stateSchema: config.postgres.state_schema, log, maxValueBytes: config.dead_letters.max_value_bytes });
-  await withPipelineHeld(session, config, async () => {
+  await withCheckpointsHeld(session.reader.dst, config.postgres.state_schema, pipelineRows(session, config), async () => {
     for (let i = 0; i < changes.length; i += BATCH) {
       const batch = new ChangeBatch({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER, maxLatencyMs: 0 });
       const now = Date.now();
