@@ -15,7 +15,7 @@
 // a restart reads them again (the other tables' changes after it are applied now, and again then:
 // their rows' positions make the second time a no-op).
 import type { ChangeBatch } from "../batch.ts";
-import { type Change, type Coord, Kind, partKey, type SchemaChange, type Target } from "../model.ts";
+import { type Change, type ColumnType, type Coord, Kind, partKey, type SchemaChange, type Target } from "../model.ts";
 import type { Decoder, DecodeStop } from "../pipeline.ts";
 import type { PgOutputMessage, Relation } from "./pgoutput.ts";
 import { roundedByScale } from "./values.ts";
@@ -54,12 +54,25 @@ interface SourceState {
 
 const tableKey = (source: string, table: string) => `${source}\u0000${table}`;
 
+/** Per target, its numeric(p,s) columns: most tables have none or few, so most changes skip the check. */
+const scaledColumns = new WeakMap<Target, Map<string, ColumnType>>();
+function scaledOf(t: Target): Map<string, ColumnType> {
+  let m = scaledColumns.get(t);
+  if (!m) {
+    m = new Map([...t.table.columns.values()].filter((c) => c.type === "numeric" && c.scale !== null && !c.isArray).map((c) => [c.name, c]));
+    scaledColumns.set(t, m);
+  }
+  return m;
+}
+
 /** The first value a numeric(p,s) column of the target would round, as a dead letter's error. */
 function roundedColumn(t: Target, cols: string[], vals: (string | null)[]): string | undefined {
+  const scaled = scaledOf(t);
+  if (!scaled.size) return undefined;
   for (let i = 0; i < cols.length; i++) {
-    const col = t.table.columns.get(cols[i]!);
+    const col = scaled.get(cols[i]!);
     const v = vals[i];
-    if (v === null || v === undefined || col?.type !== "numeric" || col.scale === null || col.isArray) continue;
+    if (!col || v === null || v === undefined) continue;
     const why = roundedByScale(v, col);
     if (why) return `column ${col.name}: ${why}`;
   }
