@@ -13,7 +13,7 @@ import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Position, SchemaChange, Target } from "./model.ts";
 import type { DatabaseHealth } from "./sink/database.ts";
-import { Fenced } from "./sink/fence.ts";
+import { CheckpointLost, Fenced } from "./sink/fence.ts";
 
 /** What a source hands to its decoder. */
 export interface RecordSet {
@@ -39,7 +39,7 @@ export interface Source<R extends RecordSet> {
   read(max: number, waitMs: number, maxBytes?: number): Promise<R>;
   /** Fills in the SQL types of columns a decoder found at the source. */
   describe?(change: SchemaChange): Promise<SchemaChange>;
-  /** A batch was dropped uncommitted (fenced): read its records again from the checkpoints. */
+  /** Batches were dropped uncommitted (fenced, or the database lost commits): read again from the checkpoints the database holds. */
   resync?(): Promise<void>;
   /** The analytics transaction holding these positions committed: acknowledge upstream (offsets, flush LSN). */
   acknowledge(parts: CommittedPart[]): Promise<void>;
@@ -118,6 +118,8 @@ function collectGarbage(): void {
 export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
   const { source, decoder, sink, metrics, log, database } = deps;
   const stop = new AbortController();
+  // bumped when the source is sent back to the checkpoints: batches read before are dropped
+  let epoch = 0;
 
   /** Runs a database step until it succeeds; a failure marks the database down until it answers again. */
   function untilDone<T>(what: string, fn: () => Promise<T>, ctx: Record<string, unknown> = {}): Promise<T> {
@@ -133,7 +135,7 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
         wake: () => database.up(),
         onError(e, attempt, waitMs) {
           metrics.errors.inc({ stage: "apply", code: errorCode(e) });
-          if (e instanceof Fenced) throw e;
+          if (e instanceof Fenced || e instanceof CheckpointLost) throw e;
           database.failed(e);
           if (stop.signal.aborted) throw new Stopped(`shutdown while retrying (${what}); nothing was committed`);
           metrics.retries.inc({ stage: "apply" });
@@ -174,7 +176,9 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
   }
 
   /** Applies, records and acknowledges one batch; false when shutdown abandoned it uncommitted. */
-  async function commit(batch: ChangeBatch): Promise<boolean> {
+  async function commit(batch: ChangeBatch, readIn: number): Promise<boolean> {
+    // read before the source went back: its records come again
+    if (readIn !== epoch) return true;
     const t0 = performance.now();
     // and before it is applied: what decoding it left behind (the record's text) is freed first
     if (batch.largest >= LARGE_RECORD_BYTES) collectGarbage();
@@ -189,7 +193,14 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
       if (e instanceof Fenced) {
         // another instance owns these parts now: nothing of this batch may be committed by this one
         log.warn(e.message, { events: batch.events });
+        epoch++;
         await source.resync?.();
+        return true;
+      }
+      if (e instanceof CheckpointLost && source.resync) {
+        log.error(`${e.message}: reading again from the checkpoints it holds`, { code: e.code, events: batch.events });
+        epoch++;
+        await source.resync();
         return true;
       }
       throw e;
@@ -237,6 +248,7 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
             inflight = undefined;
           }
           const batch = new ChangeBatch(deps.limits);
+          const readIn = epoch;
           while (!stop.signal.aborted) {
             deps.heartbeat?.();
             // with events pending, take only what is there already: a dry source flushes at once
@@ -253,8 +265,9 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
           }
           if (inflight && !(await inflight)) break;
           inflight = undefined;
+          if (readIn !== epoch) carry = undefined;
           if (batch.events) {
-            inflight = commit(batch);
+            inflight = commit(batch, readIn);
             inflightLargest = batch.largest;
           }
         }

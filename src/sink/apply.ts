@@ -13,7 +13,7 @@ import type { Metrics } from "../metrics.ts";
 import { type Change, type Coord, type DeadLetter, Kind, partKey, type Target } from "../model.ts";
 import type { ApplyResult, Sink } from "../pipeline.ts";
 import { evolveTable } from "./evolve.ts";
-import { Fenced, type Fences } from "./fence.ts";
+import { CheckpointLost, Fenced, type Fences } from "./fence.ts";
 import { numberArray, textArray } from "./pgarray.ts";
 import { quoteIdent } from "./schema.ts";
 import { softDeleteColumn, stateStatements, TargetStatements } from "./statements.ts";
@@ -73,6 +73,8 @@ export function capped(d: DeadLetter, max: number): DeadLetter {
 
 export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger; maxValueBytes?: number; fences?: Fences }) {
   const { sql, metrics, log } = deps;
+  /** the checkpoint this instance last committed per part: the database holding less lost commits */
+  const committed = new Map<string, bigint>();
   const maxValueBytes = deps.maxValueBytes ?? 1 << 20;
   const state = quoteIdent(deps.stateSchema);
   const own = stateStatements(state);
@@ -259,7 +261,7 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
   /**
    * Locks the batch's checkpoint rows; returns the stored position of each part another member
    * already moved past the batch's start. Throws Fenced when another instance claimed a part since
-   * this one did.
+   * this one did, CheckpointLost when the database holds less than this instance committed.
    */
   function lockCheckpoints(tx: Tx, parts: PartProgress[]): Promise<Map<string, bigint>> {
     if (!parts.length) return Promise.resolve(new Map());
@@ -274,11 +276,26 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       });
       if (fenced.length) throw new Fenced(fenced.map((r) => r.part as string));
       const first = new Map(parts.map((p) => [partKey(p), p.first]));
+      const have = new Map<string, bigint>();
       const floor = new Map<string, bigint>();
       for (const r of stored) {
         const k = partKey(r as unknown as { stream: string; part: string });
         const pos = BigInt(r.position as string);
+        have.set(k, pos);
         if (pos > first.get(k)!) floor.set(k, pos);
+      }
+      const lost = [];
+      for (const p of parts) {
+        const k = partKey(p);
+        const mine = committed.get(k);
+        const now = have.get(k);
+        if (mine !== undefined && (now === undefined || now < mine)) lost.push({ part: p.part, committed: mine, stored: now, k });
+      }
+      if (lost.length) {
+        // the source reads again from what the database holds: expect that from now on
+        for (const l of lost) if (l.stored === undefined) committed.delete(l.k);
+        else committed.set(l.k, l.stored);
+        throw new CheckpointLost(lost);
       }
       return floor;
     });
@@ -352,10 +369,12 @@ export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: M
       applied += c.upsert + c.delete;
       skipped += c.changes - c.upsert - c.delete;
     }
-    const committed = parts.map((p) => {
+    const done = parts.map((p) => {
       const f = o.floor.get(partKey(p));
-      return { stream: p.stream, part: p.part, next: f !== undefined && f > p.next ? f : p.next };
+      const next = f !== undefined && f > p.next ? f : p.next;
+      committed.set(partKey(p), next);
+      return { stream: p.stream, part: p.part, next };
     });
-    return { applied, skipped, deadLetters: o.dead.length, parts: committed };
+    return { applied, skipped, deadLetters: o.dead.length, parts: done };
   };
 }

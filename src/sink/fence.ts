@@ -22,3 +22,20 @@ export class Fences {
     return this.#claimed.get(part);
   }
 }
+
+/**
+ * The analytics database holds an older checkpoint than this instance committed, or none: it lost
+ * acknowledged commits (a crash with fsync off, a failover to an asynchronous standby, a restore).
+ * The batch is dropped uncommitted and the source must read again from what the database holds.
+ */
+export class CheckpointLost extends CdcError {
+  constructor(readonly lost: Array<{ part: string; committed: bigint; stored: bigint | undefined }>) {
+    super(
+      "CHECKPOINT_LOST",
+      `the analytics database lost committed batches: ${lost
+        .slice(0, 5)
+        .map((l) => `${l.part} committed up to ${l.committed}, now ${l.stored ?? "no checkpoint"}`)
+        .join("; ")}${lost.length > 5 ? ` (+${lost.length - 5} parts)` : ""}`,
+    );
+  }
+}

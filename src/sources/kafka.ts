@@ -16,6 +16,9 @@ const LOG_LEVEL = (l: number) => (l <= 3 ? "error" : l <= 4 ? "warn" : l <= 6 ? 
 
 export type KafkaConfig = NonNullable<Config["kafka"]>;
 
+/** librdkafka's logical offset for a partition's first record */
+const OFFSET_BEGINNING = -2;
+
 /**
  * The consumer properties the daemon runs with: its defaults, then the configured ones.
  * fetch.queue.backoff.ms: librdkafka's default (1000) stops fetching for a second whenever the
@@ -171,14 +174,16 @@ export function createKafkaSource(deps: {
     },
 
     async resync() {
-      // a dropped batch's records are read again: back to the checkpoint of every part still assigned
+      // dropped batches' records are read again: every part still assigned goes back to its
+      // checkpoint, one without any to its first record (what it held may be among them)
       const stored = await checkpoints.load(stream);
-      const seeks = [...assigned].flatMap((part) => {
+      const seeks = [...assigned].map((part) => {
         const slash = part.lastIndexOf("/");
         const offset = stored.get(part);
-        return offset === undefined ? [] : [{ topic: part.slice(0, slash), partition: Number(part.slice(slash + 1)), offset: Number(offset) }];
+        return { topic: part.slice(0, slash), partition: Number(part.slice(slash + 1)), offset: offset === undefined ? OFFSET_BEGINNING : Number(offset) };
       });
       if (seeks.length) await consumer!.seek(seeks, 10_000);
+      log.info("read again from the checkpoint table", { partitions: seeks.map((p) => `${p.topic}/${p.partition}@${p.offset === OFFSET_BEGINNING ? "beginning" : p.offset}`) });
     },
 
     async acknowledge(parts: CommittedPart[]) {

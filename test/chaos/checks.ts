@@ -50,7 +50,25 @@ export class PositionSampler {
     })();
   }
 
+  #paused = false;
+  #epoch = 0;
+
+  /** The database itself is about to go back in time (restored from a copy): stop sampling. */
+  pause(): void {
+    this.#paused = true;
+    this.#epoch++;
+  }
+
+  /** Sampling again after the database went back: what was seen before it no longer binds. */
+  resume(): void {
+    this.seen.clear();
+    this.#epoch++;
+    this.#paused = false;
+  }
+
   async sample(): Promise<void> {
+    if (this.#paused) return;
+    const epoch = this.#epoch;
     let rows;
     try {
       rows = await this.sql.unsafe(`SELECT id::text AS id, _cdc_commit_lsn::text AS c, _cdc_lsn::text AS l FROM ${this.table}`);
@@ -58,6 +76,7 @@ export class PositionSampler {
       this.failedReads++;
       return;
     }
+    if (epoch !== this.#epoch) return;
     this.samples++;
     for (const r of rows) {
       const p: [bigint, bigint] = [BigInt(r.c ?? -1), BigInt(r.l ?? -1)];

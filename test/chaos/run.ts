@@ -27,7 +27,7 @@ export const SCENARIOS: Scenario[] = [
   { name: "failpoints", title: "crashes at chosen points", run: (c, a) => failpoints(c, a.length ? a : undefined) },
   { name: "pgkill9", title: "kill -9, PostgreSQL-source mode", run: (c) => kill9Pg(c) },
   { name: "zombies", title: "zombies: SIGSTOP past the session timeout, another instance takes over, SIGCONT", run: (c) => zombies(c) },
-  { name: "target", title: "target faults: the analytics PostgreSQL stopped (-m immediate), rows locked, a 1 ms statement_timeout", run: (c, a) => targetFaults(c, a.length ? a : undefined) },
+  { name: "target", title: "target faults: the analytics PostgreSQL stopped (-m immediate), rows locked, a 1 ms statement_timeout, deadlocks, disk full, sent back in time", run: (c, a) => targetFaults(c, a.length ? a : undefined) },
 ];
 
 const verdictText = (v: Verdict | undefined) => (!v ? "-" : "na" in v ? `n/a (${v.na})` : `${v.ok ? "ok" : "FAILED"}: ${v.detail}`);
