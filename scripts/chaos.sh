@@ -6,8 +6,8 @@
 #
 #   scripts/chaos.sh [--short|--long] [--seed N] [--json FILE] [--list] [SCENARIO[:ARG,…]…]
 #
-# Scenarios: kill9, failpoints, pgkill9, zombies, target (--list; target:stop,lock runs only those
-# of its faults). --short (default): the counts that fit in CI, about 7 min (scripts/test.sh runs it).
+# Scenarios: kill9, failpoints, pgkill9, zombies, network, target, soak (--list; target:stop,lock
+# runs only those of its faults). --short (default): the counts that fit in CI, about 7 min (scripts/test.sh runs it).
 # --long: the counts (600 kills of ≥ 2M events, 25 self-kills per failpoint, 240 kills of a
 # PostgreSQL source, 30 zombie stops, 20 stops of the analytics database), never run yet.
 # Without SCENARIO every scenario runs. Prints a report (per scenario: what was injected, how
@@ -58,6 +58,9 @@ sweep() {
     cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
     case "$cmd" in *"$run_dir/"*) echo "chaos.sh: killing ${p#/proc/} left running: $cmd" >&2; kill -9 "${p#/proc/}" 2>/dev/null || true ;; esac
   done
+  # the target scenario's small disk (a tmpfs) and the network scenario's namespaces
+  awk -v d="$run_dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts 2>/dev/null | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  for ns in $(ip netns list 2>/dev/null | awk -v p="cdcchaos$child" 'index($1, p) == 1 { print $1 }'); do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$run_dir"
 }
 out="$run_dir.out"

@@ -7,6 +7,8 @@ import { appendFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
 import { KafkaProducer, MockCluster } from "../src/kafka/index.ts";
+import { createConnection } from "node:net";
+import { FaultLink } from "./chaos/proxy.ts";
 import { tempDir } from "./support/cleanup.ts";
 import { envelope, keyOf, newClock } from "./support/debezium.ts";
 import { analyticsDb, config, ROOT, sinkToml, startDaemon, TOPICS, waitFor } from "./support/harness.ts";
@@ -215,12 +217,48 @@ test("the analytics database going back in time (restored, or failed over to a s
     expect((await sql`SELECT count(*)::int AS n FROM cdc_sink.dead_letters`)[0]!.n).toBe(0);
   } finally {
     await run.stop();
-    await sql.end();
+    // postgres.js's end() without a timeout can wait for ever on a connection made while the server restarted
+    await sql.end({ timeout: 2 });
     try {
       pg.kill();
     } catch {
       /* already stopped: the test failed while it was down */
     }
     rmSync(saved, { recursive: true, force: true });
+  }
+}, 120_000);
+
+test("a link that drops packets (no error, no answer) shows in readiness within 2 s: a silent Kafka broker, a silent analytics database", async () => {
+  const pg = await sharedCluster();
+  const url = new URL(await pg.createDatabase("silent"));
+  (await analyticsDb(url.href)).end();
+  // the analytics database behind a fault proxy: a blackhole holds every byte, in both directions
+  const link = new FaultLink("pg", () => createConnection({ host: "127.0.0.1", port: pg.port }));
+  const proxyPort = await freePort();
+  await link.listen(proxyPort);
+  const topic = "silent.orders";
+  const own = new MockCluster(1);
+  own.createTopic(topic, 2);
+  const cfg = config(sinkToml({ bootstrap: own.bootstrapServers, db: url.href.replace(`:${pg.port}/`, `:${proxyPort}/`), group: "silent" }).replace(`"${TOPICS.orders}"`, `"${topic}"`));
+  const run = await startDaemon(cfg);
+  const notReadyAfter = async (reason: RegExp) => {
+    const t0 = Date.now();
+    await waitFor(`not ready: ${reason}`, async () => run.daemon.readiness().some((r) => reason.test(r)), 10_000);
+    return Date.now() - t0;
+  };
+  try {
+    await waitFor("ready", async () => run.daemon.readiness().length === 0);
+    own.brokerRtt(1, 10_000);
+    expect(await notReadyAfter(/^kafka brokers not answering: .*nothing received for/)).toBeLessThan(2000);
+    own.brokerRtt(1, 0);
+    await waitFor("ready again", async () => run.daemon.readiness().length === 0, 30_000);
+    link.set({ fault: "blackhole" });
+    expect(await notReadyAfter(/^analytics database not usable \(timeout\)/)).toBeLessThan(2000);
+    link.set({ fault: "none" });
+    await waitFor("ready again", async () => run.daemon.readiness().length === 0, 30_000);
+  } finally {
+    await run.stop();
+    link.close();
+    own.close();
   }
 }, 120_000);

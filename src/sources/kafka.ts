@@ -16,6 +16,10 @@ const LOG_LEVEL = (l: number) => (l <= 3 ? "error" : l <= 4 ? "warn" : l <= 6 ? 
 
 export type KafkaConfig = NonNullable<Config["kafka"]>;
 
+type BrokerStats = { brokers?: Record<string, { name?: string; nodeid?: number; state?: string; stateage?: number; rxidle?: number; waitresp_cnt?: number }> };
+/** broker states of a connection made but not yet usable: one stuck in them is not answering */
+const HANDSHAKE = new Set(["CONNECT", "SSL_HANDSHAKE", "AUTH_LEGACY", "AUTH_HANDSHAKE", "AUTH_REQ", "APIVERSION_QUERY", "REAUTH"]);
+
 /** librdkafka's logical offset for a partition's first record */
 const OFFSET_BEGINNING = -2;
 
@@ -29,6 +33,9 @@ const OFFSET_BEGINNING = -2;
  * 10 s session make a join or a leave settle in about half a second and a dead member be replaced
  * in about 10 s (bench rebalance, real broker: librdkafka's 3 s heartbeat and 45 s session took
  * 1.5 s and 43 s). The classic protocol: KIP-848's "consumer" protocol took 5 s per join.
+ * Statistics twice a second: a broker that stops answering shows in readiness within about 1.5 s.
+ * Reconnecting at least every second (librdkafka's backoff grows to 10 s): the fault suite's
+ * network scenario saw a broker back for 2 s before the first attempt.
  */
 export function consumerProperties(config: KafkaConfig): Properties {
   return {
@@ -40,7 +47,8 @@ export function consumerProperties(config: KafkaConfig): Properties {
     "partition.assignment.strategy": "roundrobin",
     "heartbeat.interval.ms": 1000,
     "session.timeout.ms": 10000,
-    "statistics.interval.ms": 5000,
+    "statistics.interval.ms": 500,
+    "reconnect.backoff.max.ms": 1000,
     "client.id": "cdc-sink",
     ...config.properties,
   };
@@ -91,6 +99,26 @@ export function createKafkaSource(deps: {
     brokersCheckedAt = Date.now();
     const stats = consumer?.stats() as { brokers?: Record<string, { nodeid?: number; state?: string }> } | null;
     if (Object.values(stats?.brokers ?? {}).some((b) => (b.nodeid ?? -1) >= 0 && b.state === "UP")) brokersUp();
+  }
+
+  let statsCache: { at: number; stats: BrokerStats | null } | undefined;
+  function latestStats(): BrokerStats | null {
+    if (!statsCache || Date.now() - statsCache.at > 100) statsCache = { at: Date.now(), stats: consumer?.stats() as BrokerStats | null };
+    return statsCache.stats;
+  }
+  // a connected broker answers every fetch within fetch.wait.max.ms: silence beyond it is a link that drops packets
+  const silenceUs = (Math.max(800, Number(consumerProperties(config)["fetch.wait.max.ms"]) + 700) || 800) * 1000;
+
+  /** Brokers with requests waiting on a connection that has received nothing for longer than they take to answer. */
+  function silentBrokers(): string[] {
+    const out: string[] = [];
+    for (const b of Object.values(latestStats()?.brokers ?? {})) {
+      if ((b.nodeid ?? -1) < 0) continue;
+      const waiting = (b.waitresp_cnt ?? 0) > 0;
+      if (b.state === "UP" ? waiting && (b.rxidle ?? -1) > silenceUs : HANDSHAKE.has(b.state ?? "") && (b.stateage ?? 0) > silenceUs)
+        out.push(`${b.name ?? b.nodeid} (${b.state === "UP" ? `nothing received for ${((b.rxidle ?? 0) / 1e6).toFixed(1)} s` : `${b.state} for ${((b.stateage ?? 0) / 1e6).toFixed(1)} s`})`);
+    }
+    return out;
   }
 
   function updateLag(): void {
@@ -202,6 +230,8 @@ export function createKafkaSource(deps: {
       if (fatal) return { ready: false, reason: `kafka client failed: ${fatal}`, fatal };
       if (brokers) return { ready: false, reason: `kafka brokers not usable (${brokers.cause}): ${brokers.error}` };
       if (!assigned.size) return { ready: false, reason: "no partitions assigned (joining the consumer group)" };
+      const silent = silentBrokers();
+      if (silent.length) return { ready: false, reason: `kafka brokers not answering: ${silent.join(", ")}` };
       return { ready: true };
     },
 

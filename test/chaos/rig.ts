@@ -111,8 +111,8 @@ export class KafkaRig {
   }
 
   /** A daemon of this sink (not started). */
-  async daemon(instance: string, o: { group?: string; url?: string; netns?: string; httpSocket?: string; env?: Record<string, string>; properties?: Record<string, string | number>; extra?: string } = {}): Promise<DaemonProc> {
-    const port = await freePort();
+  async daemon(instance: string, o: { group?: string; url?: string; netns?: string; httpSocket?: string; httpPort?: number; env?: Record<string, string>; properties?: Record<string, string | number>; extra?: string } = {}): Promise<DaemonProc> {
+    const port = o.httpPort ?? (await freePort());
     const t = groupTiming(this.kafka);
     const props: Record<string, string | number> = { "fetch.wait.max.ms": 10, "session.timeout.ms": t.session, "heartbeat.interval.ms": t.heartbeat, ...o.properties };
     const path = join(this.ctx.dir, `${this.name}-${instance}.toml`);

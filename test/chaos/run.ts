@@ -11,6 +11,7 @@ import { cleanupAll, onCleanup, tempDir } from "../support/cleanup.ts";
 import { ensureBinary } from "../fuzz/run.ts";
 import { type KafkaEnv, netnsAvailable, openKafka, type PgCluster, ROOT, Rng, startCluster } from "./env.ts";
 import { failpoints, kill9Kafka, zombies } from "./kills.ts";
+import { networkFaults } from "./network.ts";
 import { kill9Pg } from "./pgkill.ts";
 import { targetFaults } from "./target.ts";
 import type { Ctx, Mode, Result } from "./rig.ts";
@@ -27,6 +28,7 @@ export const SCENARIOS: Scenario[] = [
   { name: "failpoints", title: "crashes at chosen points", run: (c, a) => failpoints(c, a.length ? a : undefined) },
   { name: "pgkill9", title: "kill -9, PostgreSQL-source mode", run: (c) => kill9Pg(c) },
   { name: "zombies", title: "zombies: SIGSTOP past the session timeout, another instance takes over, SIGCONT", run: (c) => zombies(c) },
+  { name: "network", title: "network faults on both links: reset, blackhole, 1 s latency, half-open, 1 KiB/s", run: (c) => networkFaults(c) },
   { name: "target", title: "target faults: the analytics PostgreSQL stopped (-m immediate), rows locked, a 1 ms statement_timeout, deadlocks, disk full, sent back in time", run: (c, a) => targetFaults(c, a.length ? a : undefined) },
 ];
 
