@@ -1,6 +1,7 @@
 // Scenario 1, kill -9 in Kafka mode, and scenario 2, crashes at chosen points (failpoints).
 import type { DaemonProc } from "./env.ts";
 import { sleep, waitUntil } from "./env.ts";
+import { ensureStateTables } from "../../src/sink/state.ts";
 import { check, type Ctx, KafkaRig, newResult, type Result } from "./rig.ts";
 
 type KillState = "start-up" | "join" | "seek" | "running";
@@ -175,8 +176,10 @@ export async function failpoints(ctx: Ctx, only?: string[]): Promise<Result> {
 /**
  * Scenario 4, zombies: instance A is SIGSTOPped for longer than the session timeout, B takes all
  * partitions over (claims them, commits), then A is resumed. The fence (sink/fence.ts) must drop
- * whatever A had in flight; A rejoins and the group goes on. Checked: every stop led to a takeover,
- * stored checkpoints never went backwards (sampled), and the invariants.
+ * whatever A had in flight; A rejoins and the group goes on. Each instance logs in as a role of its
+ * own, and triggers log every checkpoint write and claim with its session_user: checked, every stop
+ * led to a takeover, the zombie committed nothing on a partition after B's first commit on it
+ * (attribution, below), stored checkpoints never went backwards (sampled), and the invariants.
  */
 export async function zombies(ctx: Ctx): Promise<Result> {
   const r = newResult("zombies", "zombies: SIGSTOP past the session timeout, another instance takes over, SIGCONT");
@@ -202,18 +205,23 @@ export async function zombies(ctx: Ctx): Promise<Result> {
   const generations = async () =>
     new Map((await rig.sql.unsafe(`SELECT part, generation::text AS g FROM cdc_sink.claims WHERE stream = $1`, [rig.stream])).map((x) => [x.part as string, BigInt(x.g as string)]));
   try {
+    const roles = [`${rig.group}_a`, `${rig.group}_b`];
+    await installAudit(rig, roles);
+    const asRole = (role: string) => Object.assign(new URL(rig.url), { username: role }).toString();
     rig.startSampler(300);
-    const inst = [await rig.daemon("a"), await rig.daemon("b")];
+    const inst = [await rig.daemon("a", { url: asRole(roles[0]!) }), await rig.daemon("b", { url: asRole(roles[1]!) })];
     for (const d of inst) d.start();
     await rig.workload.feed(10_000, 10_000);
     const feedStop = new AbortController();
     const feeding = rig.workload.feed(Number.MAX_SAFE_INTEGER, long ? 1000 : 500, feedStop.signal);
     let takeovers = 0;
     const slow: string[] = [];
+    const stopped: Stop[] = [];
     for (let i = 0; i < stops; i++) {
       await waitUntil("both instances ready", async () => (await Promise.all(inst.map((d) => d.ready(500)))).every((x) => x?.ready), 60_000, 100).catch(() => undefined);
       await sleep(ctx.rng.int(200, 2000));
-      const [zombie, other] = ctx.rng.chance(0.5) ? [inst[0]!, inst[1]!] : [inst[1]!, inst[0]!];
+      const z = ctx.rng.chance(0.5) ? 0 : 1;
+      const zombie = inst[z]!;
       const before = await generations();
       zombie.signal("SIGSTOP");
       const stoppedAt = Date.now();
@@ -234,7 +242,7 @@ export async function zombies(ctx: Ctx): Promise<Result> {
       }
       ctx.log(`zombies: stop ${i + 1}: taken over after ${((Date.now() - stoppedAt) / 1000).toFixed(1)} s; resuming the zombie`);
       zombie.signal("SIGCONT");
-      void other;
+      stopped.push({ zombie: roles[z]!, other: roles[1 - z]!, stoppedAt, resumedAt: Date.now() });
     }
     feedStop.abort();
     await feeding;
@@ -244,11 +252,18 @@ export async function zombies(ctx: Ctx): Promise<Result> {
     sampling = false;
     await sampler;
     const fenced = inst.reduce((n, d) => n + (d.fullLog().match(/since this one did: the batch is dropped/g)?.length ?? 0), 0);
+    const a = await attribute(rig, roles, stopped);
     r.seconds = (Date.now() - t0) / 1000;
     r.injected = "SIGSTOP of one of two group members until the other has claimed all 16 partitions (session timeout 3 s on the mock), then SIGCONT";
     r.count = stops;
-    r.countDetail = `${takeovers} takeovers; ${fenced} batch(es) of a resumed zombie fenced (dropped uncommitted)`;
+    r.countDetail = `${takeovers} takeovers; ${fenced} batch(es) of a resumed zombie fenced (dropped uncommitted); commits: ${a.perInstance}`;
     check(r, `${stops} stops, each taken over`, takeovers === stops, slow.length ? slow.join(" | ") : `${takeovers} of ${stops}`);
+    check(
+      r,
+      "the zombie committed nothing on a partition after the other's first commit on it",
+      a.late === 0,
+      `${a.late} late; per stop, zombie's partition commits after the stop and before the other's first commit on that partition (allowed) / after it (must be 0): ${a.perStop}${a.examples.length ? `; ${a.examples.join("; ")}` : ""}`,
+    );
     check(r, "stored checkpoints never went backwards", back.length === 0, back.length ? back.join("; ") : `${seen.size} partitions sampled every 100 ms`);
     check(r, "drained after, SIGTERM exits 0", codes.every((c) => c === 0), `drained in ${(drainMs / 1000).toFixed(1)} s; exit codes ${codes.join(", ")}`);
     await rig.finish(r);
@@ -258,4 +273,85 @@ export async function zombies(ctx: Ctx): Promise<Result> {
     await rig.close();
   }
   return r;
+}
+
+interface Stop {
+  zombie: string;
+  other: string;
+  stoppedAt: number;
+  resumedAt: number;
+}
+
+/**
+ * A login role per instance and triggers logging, into public.chaos_audit, every checkpoint write
+ * (each committed batch writes one per partition; a rolled-back one leaves none) and every claim,
+ * with session_user and the claim generation current when the checkpoint row was written.
+ */
+async function installAudit(rig: KafkaRig, roles: string[]): Promise<void> {
+  // the daemon's own DDL, so that the triggers are in place before its first claim
+  await ensureStateTables(rig.sql, "cdc_sink");
+  for (const role of roles) await rig.sql.unsafe(`CREATE ROLE "${role}" LOGIN SUPERUSER`);
+  await rig.sql.unsafe(`
+    CREATE TABLE public.chaos_audit (id bigserial PRIMARY KEY, kind text NOT NULL, stream text NOT NULL, part text NOT NULL,
+      old_position bigint, new_position bigint, generation bigint, usr text NOT NULL DEFAULT session_user,
+      txid bigint NOT NULL DEFAULT txid_current(), at timestamptz NOT NULL DEFAULT clock_timestamp());
+    CREATE FUNCTION public.chaos_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF TG_TABLE_NAME = 'claims' THEN
+        INSERT INTO public.chaos_audit (kind, stream, part, generation) VALUES ('claim', NEW.stream, NEW.part, NEW.generation);
+      ELSE
+        INSERT INTO public.chaos_audit (kind, stream, part, old_position, new_position, generation)
+        VALUES ('commit', NEW.stream, NEW.part, CASE WHEN TG_OP = 'UPDATE' THEN OLD.position END, NEW.position,
+          (SELECT generation FROM cdc_sink.claims c WHERE c.stream = NEW.stream AND c.part = NEW.part));
+      END IF;
+      RETURN NULL;
+    END $$;
+    CREATE TRIGGER chaos_audit AFTER INSERT OR UPDATE ON cdc_sink.checkpoints FOR EACH ROW EXECUTE FUNCTION public.chaos_audit_row();
+    CREATE TRIGGER chaos_audit AFTER INSERT OR UPDATE ON cdc_sink.claims FOR EACH ROW EXECUTE FUNCTION public.chaos_audit_row();`);
+}
+
+/**
+ * Commits are ordered per partition by the audit's id: each apply transaction holds its checkpoint
+ * row locked from before its trigger runs until it commits, so ids taken on one row follow commit
+ * order (clock_timestamp() would too, but only as far as the clock; commit timestamps would need
+ * track_commit_timestamp). Each zombie commit at or after a stop is judged against the latest stop
+ * of that instance before it: before the other's first commit on the partition since the stop, it
+ * is allowed (a batch in flight, or sent before the claim was seen); after it, it is late unless
+ * made under a claim the zombie made since the stop (it rejoined and got the partition back).
+ */
+async function attribute(rig: KafkaRig, roles: string[], stops: Stop[]): Promise<{ late: number; perInstance: string; perStop: string; examples: string[] }> {
+  const rows = (
+    await rig.sql.unsafe(
+      `SELECT id::int, kind, part, usr, generation::text AS g, txid::text, extract(epoch FROM at)::float8 * 1000 AS ms, old_position::text AS o, new_position::text AS n
+       FROM public.chaos_audit WHERE stream = $1 ORDER BY id`,
+      [rig.stream],
+    )
+  ).map((x) => x as unknown as { id: number; kind: string; part: string; usr: string; g: string | null; txid: string; ms: number; o: string | null; n: string });
+  const owner = new Map(rows.filter((x) => x.kind === "claim").map((x) => [`${x.part}#${x.g}`, x]));
+  const commits = rows.filter((x) => x.kind === "commit");
+  const name = (u: string | undefined) => (u === undefined ? "no" : ("ab"[roles.indexOf(u)] ?? u));
+  const perInstance = roles.map((u) => `${name(u)} ${new Set(commits.filter((c) => c.usr === u).map((c) => c.txid)).size} transactions`).join(", ");
+  const firstOther = new Map<string, number>();
+  const counts = stops.map(() => ({ allowed: 0, late: 0 }));
+  const examples: string[] = [];
+  for (const c of commits) {
+    const i = stops.findLastIndex((s) => s.zombie === c.usr && s.stoppedAt <= c.ms);
+    if (i < 0) continue;
+    const s = stops[i]!;
+    const key = `${i}#${c.part}`;
+    if (!firstOther.has(key)) firstOther.set(key, commits.find((o) => o.part === c.part && o.usr === s.other && o.ms >= s.stoppedAt)?.id ?? Infinity);
+    const claim = owner.get(`${c.part}#${c.g}`);
+    const own = claim?.usr === s.zombie && claim.ms >= s.stoppedAt;
+    if (c.id < firstOther.get(key)!) counts[i]!.allowed += own ? 0 : 1;
+    else if (!own) {
+      counts[i]!.late++;
+      if (examples.length < 3) examples.push(`stop ${i + 1}: partition ${c.part.slice(c.part.lastIndexOf("/") + 1)} ${c.o} -> ${c.n} at +${((c.ms - s.resumedAt) / 1000).toFixed(1)} s after SIGCONT, under ${name(claim?.usr)}'s claim ${c.g}`);
+    }
+  }
+  return {
+    late: counts.reduce((n, x) => n + x.late, 0),
+    perInstance,
+    perStop: counts.map((x, i) => `stop ${i + 1} (${name(stops[i]!.zombie)}) ${x.allowed}/${x.late}`).join(", "),
+    examples,
+  };
 }
