@@ -13,6 +13,7 @@ import { type KafkaEnv, netnsAvailable, openKafka, type PgCluster, ROOT, Rng, st
 import { failpoints, kill9Kafka, zombies } from "./kills.ts";
 import { networkFaults } from "./network.ts";
 import { kill9Pg } from "./pgkill.ts";
+import { soak } from "./soak.ts";
 import { targetFaults } from "./target.ts";
 import type { Ctx, Mode, Result } from "./rig.ts";
 
@@ -30,6 +31,7 @@ export const SCENARIOS: Scenario[] = [
   { name: "zombies", title: "zombies: SIGSTOP past the session timeout, another instance takes over, SIGCONT", run: (c) => zombies(c) },
   { name: "network", title: "network faults on both links: reset, blackhole, 1 s latency, half-open, 1 KiB/s", run: (c) => networkFaults(c) },
   { name: "target", title: "target faults: the analytics PostgreSQL stopped (-m immediate), rows locked, a 1 ms statement_timeout, deadlocks, disk full, sent back in time", run: (c, a) => targetFaults(c, a.length ? a : undefined) },
+  { name: "soak", title: "soak: a steady stream, a random fault of the other scenarios at a fixed interval", run: (c) => soak(c) },
 ];
 
 const verdictText = (v: Verdict | undefined) => (!v ? "-" : "na" in v ? `n/a (${v.na})` : `${v.ok ? "ok" : "FAILED"}: ${v.detail}`);
