@@ -268,6 +268,8 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
           if (readIn !== epoch) carry = undefined;
           if (batch.events) {
             inflight = commit(batch, readIn);
+            // its failure is thrown where it is awaited, maybe after the next read: not unhandled meanwhile
+            inflight.catch(() => {});
             inflightLargest = batch.largest;
           }
         }

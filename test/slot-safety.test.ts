@@ -195,3 +195,31 @@ test("an idle publication's slot lets WAL go while other tables and databases wr
   }
   await Promise.all([s.ecom.end(), s.inv.end(), s.analytics.end(), other.end()]);
 }, 180_000);
+
+test("the analytics database losing acknowledged commits under a running PostgreSQL source: exit 1 with CHECKPOINT_LOST, then SLOT_GAP while the slot is past what it holds", async () => {
+  const pg = await sharedCluster();
+  const s = await sources(pg);
+  await synced(s, 50);
+  const [{ before }] = (await s.analytics`SELECT position::text AS before FROM cdc_sink.checkpoints WHERE stream = ${s.stream} AND part = 'ecom'`) as unknown as [{ before: string }];
+  const run = await startDaemon(s.cfg);
+  try {
+    await s.ecom`INSERT INTO orders (customer_id, status, total_amount) SELECT g, 'paid', g FROM generate_series(51, 80) g`;
+    await waitFor("the new orders in analytics", async () => (await orderCount(s.analytics, "fact_orders")) === 80, 60_000);
+    await waitFor("the slot confirmed past the old checkpoint", async () => (await s.ecom`SELECT 1 FROM pg_replication_slots WHERE slot_name = ${s.slot} AND confirmed_flush_lsn > pg_lsn '0/0' + ${before}::numeric`).length === 1);
+    // what a restore or a failover to a lagging standby leaves: the rows and the checkpoint of the last commits gone
+    await s.analytics.begin(async (tx) => {
+      await tx`DELETE FROM fact_orders WHERE id > 50`;
+      await tx`UPDATE cdc_sink.checkpoints SET position = ${before} WHERE stream = ${s.stream} AND part = 'ecom'`;
+    });
+    await s.ecom`INSERT INTO orders (customer_id, status, total_amount) VALUES (81, 'paid', 81)`;
+    const code = await Promise.race([run.done, new Promise<string>((r) => setTimeout(() => r("still running after 10 s"), 10_000))]);
+    expect(code).toBe(1);
+    expect(run.metrics.registry.render()).toContain('cdc_sink_errors_total{stage="apply",code="CHECKPOINT_LOST"} 1');
+    expect(await orderCount(s.analytics, "fact_orders")).toBe(50);
+  } finally {
+    run.daemon.stop();
+    await run.done;
+    await run.sql.end();
+  }
+  expect(await refused(s)).toContain('code="SLOT_GAP"} 1');
+}, 120_000);
