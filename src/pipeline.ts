@@ -118,8 +118,6 @@ function collectGarbage(): void {
 export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
   const { source, decoder, sink, metrics, log, database } = deps;
   const stop = new AbortController();
-  // bumped when the source is sent back to the checkpoints: batches read before are dropped
-  let epoch = 0;
 
   /** Runs a database step until it succeeds; a failure marks the database down until it answers again. */
   function untilDone<T>(what: string, fn: () => Promise<T>, ctx: Record<string, unknown> = {}): Promise<T> {
@@ -175,10 +173,11 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
     return records.count;
   }
 
-  /** Applies, records and acknowledges one batch; false when shutdown abandoned it uncommitted. */
-  async function commit(batch: ChangeBatch, readIn: number): Promise<boolean> {
-    // read before the source went back: its records come again
-    if (readIn !== epoch) return true;
+  /**
+   * Applies, records and acknowledges one batch: "stopped" when shutdown abandoned it uncommitted,
+   * "resync" when it was dropped uncommitted and the source must read again from the checkpoints.
+   */
+  async function commit(batch: ChangeBatch): Promise<"committed" | "stopped" | "resync"> {
     const t0 = performance.now();
     // and before it is applied: what decoding it left behind (the record's text) is freed first
     if (batch.largest >= LARGE_RECORD_BYTES) collectGarbage();
@@ -188,20 +187,16 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
     } catch (e) {
       if (e instanceof Stopped) {
         log.warn(e.message, { events: batch.events });
-        return false;
+        return "stopped";
       }
-      if (e instanceof Fenced) {
+      if (e instanceof Fenced && source.resync) {
         // another instance owns these parts now: nothing of this batch may be committed by this one
         log.warn(e.message, { events: batch.events });
-        epoch++;
-        await source.resync?.();
-        return true;
+        return "resync";
       }
       if (e instanceof CheckpointLost && source.resync) {
         log.error(`${e.message}: reading again from the checkpoints it holds`, { code: e.code, events: batch.events });
-        epoch++;
-        await source.resync();
-        return true;
+        return "resync";
       }
       throw e;
     }
@@ -228,27 +223,36 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
     // a large record leaves copies of it to the collector, which may take its time: collect now,
     // so that RSS holds one such batch at a time, not several
     if (batch.largest >= LARGE_RECORD_BYTES) collectGarbage();
-    return true;
+    return "committed";
   }
 
   return {
     /** Runs until stop(); resolves after the last committed batch is acknowledged and the source closed. */
     async run(): Promise<void> {
       await source.start(stop.signal);
-      let inflight: Promise<boolean> | undefined;
+      let inflight: Promise<"committed" | "stopped" | "resync"> | undefined;
       // records read but left for the next batch (it reached max_bytes)
       let carry: { records: R; from: number } | undefined;
+      /**
+       * Waits for the batch in flight. When it was dropped, what was read meanwhile must be dropped
+       * too ("dropped"): the source goes back to the checkpoints here, while no read runs, so
+       * everything read after the seek comes from the checkpoints on.
+       */
+      const settle = async (): Promise<"committed" | "stopped" | "dropped"> => {
+        const outcome = await inflight!;
+        inflight = undefined;
+        if (outcome !== "resync") return outcome;
+        carry = undefined;
+        await source.resync?.();
+        return "dropped";
+      };
       try {
         let inflightLargest = 0;
         while (!stop.signal.aborted) {
           // after a batch with a large record, the next is read only once that one committed and was
           // collected: memory holds one such batch, not two
-          if (inflight && inflightLargest >= LARGE_RECORD_BYTES) {
-            if (!(await inflight)) break;
-            inflight = undefined;
-          }
+          if (inflight && inflightLargest >= LARGE_RECORD_BYTES && (await settle()) === "stopped") break;
           const batch = new ChangeBatch(deps.limits);
-          const readIn = epoch;
           while (!stop.signal.aborted) {
             deps.heartbeat?.();
             // with events pending, take only what is there already: a dry source flushes at once
@@ -263,11 +267,13 @@ export function createPipeline<R extends RecordSet>(deps: PipelineDeps<R>) {
             if (batch.full(Date.now()) || (batch.events && n === 0)) break;
             if (inflight && !batch.events && n === 0) break;
           }
-          if (inflight && !(await inflight)) break;
-          inflight = undefined;
-          if (readIn !== epoch) carry = undefined;
+          if (inflight) {
+            const outcome = await settle();
+            if (outcome === "stopped") break;
+            if (outcome === "dropped") continue;
+          }
           if (batch.events) {
-            inflight = commit(batch, readIn);
+            inflight = commit(batch);
             // its failure is thrown where it is awaited, maybe after the next read: not unhandled meanwhile
             inflight.catch(() => {});
             inflightLargest = batch.largest;

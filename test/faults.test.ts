@@ -231,7 +231,7 @@ test("the analytics database going back in time (restored, or failed over to a s
 test("a link that drops packets (no error, no answer) shows in readiness within 2 s: a silent Kafka broker, a silent analytics database", async () => {
   const pg = await sharedCluster();
   const url = new URL(await pg.createDatabase("silent"));
-  (await analyticsDb(url.href)).end();
+  await (await analyticsDb(url.href)).end();
   // the analytics database behind a fault proxy: a blackhole holds every byte, in both directions
   const link = new FaultLink("pg", () => createConnection({ host: "127.0.0.1", port: pg.port }));
   const proxyPort = await freePort();
@@ -239,7 +239,12 @@ test("a link that drops packets (no error, no answer) shows in readiness within 
   const topic = "silent.orders";
   const own = new MockCluster(1);
   own.createTopic(topic, 2);
-  const cfg = config(sinkToml({ bootstrap: own.bootstrapServers, db: url.href.replace(`:${pg.port}/`, `:${proxyPort}/`), group: "silent" }).replace(`"${TOPICS.orders}"`, `"${topic}"`));
+  // the daemon's own fetch wait and heartbeat (the harness shortens them)
+  const toml = sinkToml({ bootstrap: own.bootstrapServers, db: url.href.replace(`:${pg.port}/`, `:${proxyPort}/`), group: "silent" })
+    .replace(`"${TOPICS.orders}"`, `"${topic}"`)
+    .replace('"fetch.wait.max.ms" = 10', '"fetch.wait.max.ms" = 100')
+    .replace('"heartbeat.interval.ms" = 500', '"heartbeat.interval.ms" = 1000');
+  const cfg = config(toml);
   const run = await startDaemon(cfg);
   const notReadyAfter = async (reason: RegExp) => {
     const t0 = Date.now();
@@ -248,6 +253,11 @@ test("a link that drops packets (no error, no answer) shows in readiness within 
   };
   try {
     await waitFor("ready", async () => run.daemon.readiness().length === 0);
+    // no false alarm: a broker answering in 30 ms, an idle pipeline (only heartbeats on the coordinator's connection)
+    own.brokerRtt(1, 30);
+    const blips: string[] = [];
+    for (const end = Date.now() + 8000; Date.now() < end; await Bun.sleep(50)) blips.push(...run.daemon.readiness());
+    expect(blips).toEqual([]);
     own.brokerRtt(1, 10_000);
     expect(await notReadyAfter(/^kafka brokers not answering: .*nothing received for/)).toBeLessThan(2000);
     own.brokerRtt(1, 0);

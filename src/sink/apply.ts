@@ -73,8 +73,8 @@ export function capped(d: DeadLetter, max: number): DeadLetter {
 
 export function createApplier(deps: { sql: Sql; stateSchema: string; metrics?: Metrics; log: Logger; maxValueBytes?: number; fences?: Fences }) {
   const { sql, metrics, log } = deps;
-  /** the checkpoint this instance last committed per part: the database holding less lost commits */
-  const committed = new Map<string, bigint>();
+  /** the checkpoint this instance last claimed or committed per part: the database holding less lost commits */
+  const committed = deps.fences?.positions ?? new Map<string, bigint>();
   const maxValueBytes = deps.maxValueBytes ?? 1 << 20;
   const state = quoteIdent(deps.stateSchema);
   const own = stateStatements(state);

@@ -38,7 +38,7 @@ export interface DatabaseHealth {
   up(): Promise<void>;
   /** Why not ready, or undefined. */
   reason(): string | undefined;
-  /** Checks `sql` with SELECT 1 whenever nothing succeeded on it for a second. */
+  /** Checks the database with SELECT 1 on a connection of its own whenever nothing succeeded on `sql` for WATCH_MS. */
   watch(sql: Sql): void;
   close(): void;
 }
@@ -48,6 +48,7 @@ export function createDatabaseHealth(c: Config["postgres"], metrics: Metrics, lo
   let waiters: Array<() => void> = [];
   let probing: ReturnType<typeof setTimeout> | undefined;
   let watching: ReturnType<typeof setInterval> | undefined;
+  let stopWatching: (() => void) | undefined;
   let lastOk = Date.now();
   let closed = false;
 
@@ -110,7 +111,10 @@ export function createDatabaseHealth(c: Config["postgres"], metrics: Metrics, lo
     reason() {
       return down ? `analytics database not usable (${down.cause}): ${errorInfo(down.error).error}` : undefined;
     },
-    watch(sql) {
+    watch() {
+      // a connection of its own: a pool busy with a long apply or a snapshot's loads is not an outage
+      const own = openAnalytics(c, 1, { connect_timeout: Math.min(2, c.connect_timeout) });
+      stopWatching = () => void own.end({ timeout: 0 }).catch(() => {});
       let checking = false;
       watching = setInterval(() => {
         if (down || checking || Date.now() - lastOk < WATCH_MS) return;
@@ -119,7 +123,7 @@ export function createDatabaseHealth(c: Config["postgres"], metrics: Metrics, lo
         const timeout = new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(Object.assign(new Error(`no answer to SELECT 1 within ${WATCH_TIMEOUT_MS / 1000} s`), { code: "ETIMEDOUT" })), WATCH_TIMEOUT_MS);
         });
-        Promise.race([sql`SELECT 1`, timeout])
+        Promise.race([own`SELECT 1`, timeout])
           // no answer is the outage; an error is checked on a fresh connection, which tells the cause
           // (a refused connection, not a pool waiting)
           .then(() => health.ok(), async (e) => health.failed((e as { code?: string }).code === "ETIMEDOUT" ? e : ((await tryOnce()) ?? e)))
@@ -134,6 +138,7 @@ export function createDatabaseHealth(c: Config["postgres"], metrics: Metrics, lo
       closed = true;
       if (probing) clearTimeout(probing);
       if (watching) clearInterval(watching);
+      stopWatching?.();
       for (const w of waiters.splice(0)) w();
     },
   };

@@ -14,9 +14,16 @@ export class Fenced extends CdcError {
 /** The generation this instance claimed per checkpoint part (partKey); parts without one are not fenced. */
 export class Fences {
   readonly #claimed = new Map<string, bigint>();
+  /**
+   * The checkpoint this instance expects the database to hold per part: read at its claim, then
+   * what it committed. The database holding less lost commits (CheckpointLost).
+   */
+  readonly positions = new Map<string, bigint>();
   /** Kept after a revoke: a batch still in flight for the part is checked against the next owner's claim. */
-  set(part: string, generation: bigint): void {
+  set(part: string, generation: bigint, position?: bigint): void {
     this.#claimed.set(part, generation);
+    if (position === undefined) this.positions.delete(part);
+    else this.positions.set(part, position);
   }
   get(part: string): bigint | undefined {
     return this.#claimed.get(part);

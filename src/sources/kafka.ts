@@ -16,7 +16,7 @@ const LOG_LEVEL = (l: number) => (l <= 3 ? "error" : l <= 4 ? "warn" : l <= 6 ? 
 
 export type KafkaConfig = NonNullable<Config["kafka"]>;
 
-type BrokerStats = { brokers?: Record<string, { name?: string; nodeid?: number; state?: string; stateage?: number; rxidle?: number; waitresp_cnt?: number }> };
+type BrokerStats = { brokers?: Record<string, { name?: string; nodeid?: number; state?: string; stateage?: number; rxidle?: number; txidle?: number; waitresp_cnt?: number }> };
 /** broker states of a connection made but not yet usable: one stuck in them is not answering */
 const HANDSHAKE = new Set(["CONNECT", "SSL_HANDSHAKE", "AUTH_LEGACY", "AUTH_HANDSHAKE", "AUTH_REQ", "APIVERSION_QUERY", "REAUTH"]);
 
@@ -103,7 +103,7 @@ export function createKafkaSource(deps: {
 
   let statsCache: { at: number; stats: BrokerStats | null } | undefined;
   function latestStats(): BrokerStats | null {
-    if (!statsCache || Date.now() - statsCache.at > 100) statsCache = { at: Date.now(), stats: consumer?.stats() as BrokerStats | null };
+    if (!statsCache || Date.now() - statsCache.at > 250) statsCache = { at: Date.now(), stats: consumer?.stats() as BrokerStats | null };
     return statsCache.stats;
   }
   // a connected broker answers every fetch within fetch.wait.max.ms: silence beyond it is a link that drops packets
@@ -114,7 +114,8 @@ export function createKafkaSource(deps: {
     const out: string[] = [];
     for (const b of Object.values(latestStats()?.brokers ?? {})) {
       if ((b.nodeid ?? -1) < 0) continue;
-      const waiting = (b.waitresp_cnt ?? 0) > 0;
+      // sent long ago too: a request just sent on a quiet connection (a heartbeat) is not silence
+      const waiting = (b.waitresp_cnt ?? 0) > 0 && (b.txidle ?? 0) > silenceUs;
       if (b.state === "UP" ? waiting && (b.rxidle ?? -1) > silenceUs : HANDSHAKE.has(b.state ?? "") && (b.stateage ?? 0) > silenceUs)
         out.push(`${b.name ?? b.nodeid} (${b.state === "UP" ? `nothing received for ${((b.rxidle ?? 0) / 1e6).toFixed(1)} s` : `${b.state} for ${((b.stateage ?? 0) / 1e6).toFixed(1)} s`})`);
     }
@@ -146,7 +147,7 @@ export function createKafkaSource(deps: {
         log.error("reading checkpoints failed; retrying", { ...errorInfo(e), attempt, retryInMs: waitMs });
       },
     });
-    for (const [part, c] of claimed) deps.fences?.set(partKey({ stream, part }), c.generation);
+    for (const [part, c] of claimed) deps.fences?.set(partKey({ stream, part }), c.generation, c.position);
     const seeks = parts
       .map((p) => ({ ...p, offset: claimed.get(`${p.topic}/${p.partition}`)?.position }))
       .filter((p): p is TopicPartition & { offset: bigint } => p.offset !== undefined)
@@ -204,14 +205,25 @@ export function createKafkaSource(deps: {
     async resync() {
       // dropped batches' records are read again: every part still assigned goes back to its
       // checkpoint, one without any to its first record (what it held may be among them)
-      const stored = await checkpoints.load(stream);
+      const stored = await retry(() => checkpoints.load(stream), {
+        policy: deps.retry,
+        signal: closing.signal,
+        onError(e, attempt, waitMs) {
+          metrics.retries.inc({ stage: "source" });
+          log.error("reading checkpoints failed; retrying", { ...errorInfo(e), attempt, retryInMs: waitMs });
+        },
+      });
       const seeks = [...assigned].map((part) => {
         const slash = part.lastIndexOf("/");
         const offset = stored.get(part);
+        const key = partKey({ stream, part });
+        if (offset === undefined) deps.fences?.positions.delete(key);
+        else deps.fences?.positions.set(key, offset);
         return { topic: part.slice(0, slash), partition: Number(part.slice(slash + 1)), offset: offset === undefined ? OFFSET_BEGINNING : Number(offset) };
       });
       if (seeks.length) await consumer!.seek(seeks, 10_000);
-      log.info("read again from the checkpoint table", { partitions: seeks.map((p) => `${p.topic}/${p.partition}@${p.offset === OFFSET_BEGINNING ? "beginning" : p.offset}`) });
+      const fromStart = seeks.filter((p) => p.offset === OFFSET_BEGINNING).length;
+      log.info("read again from the checkpoint table", { partitions: seeks.length, fromFirstRecord: fromStart });
     },
 
     async acknowledge(parts: CommittedPart[]) {
