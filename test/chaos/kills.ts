@@ -157,8 +157,10 @@ export async function failpoints(ctx: Ctx, only?: string[]): Promise<Result> {
     feedStop.abort();
     await feeding;
     const clean = await rig.daemon("clean");
+    const backlog = await rig.progress();
+    ctx.log(`failpoints: draining ${backlog.total - backlog.applied} records left behind`);
     clean.start();
-    const drainMs = await rig.drained(180_000, rig.group, () => (clean.running ? undefined : `exited: ${clean.log().slice(-400)}`));
+    const drainMs = await rig.drained(long ? 1_200_000 : 180_000, rig.group, () => (clean.running ? undefined : `exited: ${clean.log().slice(-400)}`));
     const code = await clean.stop();
     r.seconds = (Date.now() - t0) / 1000;
     r.injected = "the process SIGKILLs itself at a failpoint (CDC_SINK_FAILPOINTS), restarted without it";
