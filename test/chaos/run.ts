@@ -95,6 +95,13 @@ if (import.meta.main) {
   const chosen = wanted.length ? wanted : SCENARIOS.filter((s) => mode === "long" || !s.long).map((s) => ({ s, args: [] as string[] }));
   const log = (s: string) => console.error(`chaos [${new Date().toISOString().slice(11, 19)}] ${s}`);
   const start = performance.now();
+  // the checkout the run starts from (its binary is built from it)
+  let commit = "unknown";
+  try {
+    commit = execFileSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+  } catch {
+    /* not a checkout */
+  }
   let code = 1;
   const results: Result[] = [];
   let kafkaKind = "-";
@@ -130,12 +137,6 @@ if (import.meta.main) {
       }
       results.push(r);
       log(`${s.name}: ${r.error ? "ERROR" : r.checks.every((c) => c.ok) && !Object.values(r.invariants).some(failed) ? "ok" : "FAILED"} in ${r.seconds.toFixed(0)} s`);
-    }
-    let commit = "unknown";
-    try {
-      commit = execFileSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
-    } catch {
-      /* not a checkout */
     }
     const meta = { mode, seed, commit, date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC", kafka: kafkaKind, seconds: (performance.now() - start) / 1000 };
     const { text, failures } = report(results, meta);
