@@ -1,6 +1,7 @@
 // The fault proxy on both of a daemon's links: a private network namespace in which the daemon
 // runs, the proxy program (proxy.ts) inside it listening on the ports the daemon dials, and the
 // host-side forwarders from the proxy's Unix sockets to the real Kafka broker(s) and PostgreSQL.
+import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { ROOT, createNetns, onCleanup, sleep } from "./env.ts";
 import { type Fault, forwardUnixToTcp, type ProxySpec } from "./proxy.ts";
@@ -24,11 +25,12 @@ export class NetFaults {
   }
 
   /** Links by name: each proxied on 127.0.0.1:port inside the namespace to 127.0.0.1:port outside. */
-  static async start(dir: string, links: Array<{ name: string; port: number }>, httpPort: number): Promise<NetFaults> {
-    const n = new NetFaults(dir, links, httpPort);
+  static async start(parent: string, links: Array<{ name: string; port: number }>, httpPort: number): Promise<NetFaults> {
+    // sockets of their own: a scenario after another on the same broker port must not meet its files
+    const n = new NetFaults(mkdtempSync(join(parent, "net-")), links, httpPort);
     const spec: ProxySpec = { links: [], serve: [{ unix: n.httpSocket, port: httpPort }] };
     for (const l of links) {
-      const unix = join(dir, `${l.name}-${l.port}.sock`);
+      const unix = join(n.dir, `${l.name}-${l.port}.sock`);
       const server = await forwardUnixToTcp(unix, "127.0.0.1", l.port);
       onCleanup(() => server.close());
       spec.links.push({ name: l.name, port: l.port, unix });
