@@ -16,7 +16,10 @@ const LOG_LEVEL = (l: number) => (l <= 3 ? "error" : l <= 4 ? "warn" : l <= 6 ? 
 
 export type KafkaConfig = NonNullable<Config["kafka"]>;
 
-type BrokerStats = { brokers?: Record<string, { name?: string; nodeid?: number; state?: string; stateage?: number; rxidle?: number; txidle?: number; waitresp_cnt?: number }> };
+type Stats = {
+  brokers?: Record<string, { name?: string; nodeid?: number; state?: string; stateage?: number; rxidle?: number; txidle?: number; waitresp_cnt?: number }>;
+  topics?: Record<string, { partitions?: Record<string, { consumer_lag?: number }> }>;
+};
 /** broker states of a connection made but not yet usable: one stuck in them is not answering */
 const HANDSHAKE = new Set(["CONNECT", "SSL_HANDSHAKE", "AUTH_LEGACY", "AUTH_HANDSHAKE", "AUTH_REQ", "APIVERSION_QUERY", "REAUTH"]);
 
@@ -97,13 +100,13 @@ export function createKafkaSource(deps: {
   function recheckBrokers(): void {
     if (!brokers || Date.now() - brokersCheckedAt < 1000) return;
     brokersCheckedAt = Date.now();
-    const stats = consumer?.stats() as { brokers?: Record<string, { nodeid?: number; state?: string }> } | null;
-    if (Object.values(stats?.brokers ?? {}).some((b) => (b.nodeid ?? -1) >= 0 && b.state === "UP")) brokersUp();
+    if (Object.values(latestStats()?.brokers ?? {}).some((b) => (b.nodeid ?? -1) >= 0 && b.state === "UP")) brokersUp();
   }
 
-  let statsCache: { at: number; stats: BrokerStats | null } | undefined;
-  function latestStats(): BrokerStats | null {
-    if (!statsCache || Date.now() - statsCache.at > 250) statsCache = { at: Date.now(), stats: consumer?.stats() as BrokerStats | null };
+  let statsCache: { at: number; stats: Stats | null } | undefined;
+  /** librdkafka's statistics, parsed at most once per 250 ms for all their readers. */
+  function latestStats(): Stats | null {
+    if (!statsCache || Date.now() - statsCache.at > 250) statsCache = { at: Date.now(), stats: consumer?.stats() as Stats | null };
     return statsCache.stats;
   }
   // a connected broker answers every fetch within fetch.wait.max.ms: silence beyond it is a link that drops packets
@@ -123,7 +126,7 @@ export function createKafkaSource(deps: {
   }
 
   function updateLag(): void {
-    const stats = consumer?.stats() as { topics?: Record<string, { partitions?: Record<string, { consumer_lag?: number }> }> } | null;
+    const stats = latestStats();
     if (!stats?.topics) return;
     for (const [topic, t] of Object.entries(stats.topics))
       for (const [p, s] of Object.entries(t.partitions ?? {})) {
@@ -133,13 +136,9 @@ export function createKafkaSource(deps: {
   }
   metrics.registry.onCollect(updateLag);
 
-  async function onAssign(parts: TopicPartition[]): Promise<void> {
-    for (const p of parts) assigned.add(`${p.topic}/${p.partition}`);
-    metrics.up.set({}, assigned.size ? 1 : 0);
-    // positions in the checkpoint table win over Kafka's committed offsets; claiming the parts makes
-    // an instance that owned them before (stopped, not dead) commit nothing more
-    const names = parts.map((p) => `${p.topic}/${p.partition}`);
-    const claimed = await retry(() => checkpoints.claim(stream, names), {
+  /** A read of the checkpoint table, retried until it answers or the source closes. */
+  function readCheckpoints<T>(read: () => Promise<T>): Promise<T> {
+    return retry(read, {
       policy: deps.retry,
       signal: closing.signal,
       onError(e, attempt, waitMs) {
@@ -147,6 +146,15 @@ export function createKafkaSource(deps: {
         log.error("reading checkpoints failed; retrying", { ...errorInfo(e), attempt, retryInMs: waitMs });
       },
     });
+  }
+
+  async function onAssign(parts: TopicPartition[]): Promise<void> {
+    for (const p of parts) assigned.add(`${p.topic}/${p.partition}`);
+    metrics.up.set({}, assigned.size ? 1 : 0);
+    // positions in the checkpoint table win over Kafka's committed offsets; claiming the parts makes
+    // an instance that owned them before (stopped, not dead) commit nothing more
+    const names = parts.map((p) => `${p.topic}/${p.partition}`);
+    const claimed = await readCheckpoints(() => checkpoints.claim(stream, names));
     for (const [part, c] of claimed) deps.fences?.set(partKey({ stream, part }), c.generation, c.position);
     const seeks = parts
       .map((p) => ({ ...p, offset: claimed.get(`${p.topic}/${p.partition}`)?.position }))
@@ -205,14 +213,7 @@ export function createKafkaSource(deps: {
     async resync() {
       // dropped batches' records are read again: every part still assigned goes back to its
       // checkpoint, one without any to its first record (what it held may be among them)
-      const stored = await retry(() => checkpoints.load(stream), {
-        policy: deps.retry,
-        signal: closing.signal,
-        onError(e, attempt, waitMs) {
-          metrics.retries.inc({ stage: "source" });
-          log.error("reading checkpoints failed; retrying", { ...errorInfo(e), attempt, retryInMs: waitMs });
-        },
-      });
+      const stored = await readCheckpoints(() => checkpoints.load(stream));
       const seeks = [...assigned].map((part) => {
         const slash = part.lastIndexOf("/");
         const offset = stored.get(part);

@@ -64,6 +64,17 @@ export class NetFaults {
     return l !== undefined ? Promise.resolve(l) : new Promise((r) => this.#waiters.push(r));
   }
 
+  /** The daemon's two links: every Kafka bootstrap broker ("kafka", "kafka1", …) and the analytics PostgreSQL ("pg"). */
+  static forSink(parent: string, bootstrap: string, pgPort: number, httpPort: number): Promise<NetFaults> {
+    const kafka = bootstrap.split(",").map((h, i) => ({ name: i ? `kafka${i}` : "kafka", port: Number(h.slice(h.lastIndexOf(":") + 1)) }));
+    return NetFaults.start(parent, [...kafka, { name: "pg", port: pgPort }], httpPort);
+  }
+
+  /** Sets `f` on every link of a kind ("kafka": each broker's). */
+  async setOn(kind: "kafka" | "pg", f: Fault): Promise<void> {
+    for (const l of this.links) if (l.name.startsWith(kind)) await this.set(l.name, f);
+  }
+
   async set(link: string, f: Fault): Promise<void> {
     const p = this.#proc!;
     (p.stdin as import("bun").FileSink).write(`${JSON.stringify({ link, ...f })}\n`);

@@ -25,14 +25,8 @@ export async function networkFaults(ctx: Ctx): Promise<Result> {
   const rate = long ? 1000 : 500;
   const span = (k: Kind): [number, number] => (k === "reset" ? [0, 2000] : k === "blackhole" ? (long ? [5000, 60_000] : [3000, 6000]) : long ? [3000, 15_000] : [2000, 4000]);
   const rig = await KafkaRig.create(ctx, "network", { partitions: 16, keys: 5_000, poisonEvery: 0 });
-  const kafkaPorts = rig.kafka.bootstrap.split(",").map((h) => Number(h.slice(h.lastIndexOf(":") + 1)));
-  const pgPort = Number(new URL(rig.url).port);
   const httpPort = await freePort();
-  const links = [...kafkaPorts.map((port, i) => ({ name: i ? `kafka${i}` : "kafka", port })), { name: "pg", port: pgPort }];
-  const net = await NetFaults.start(ctx.dir, links, httpPort);
-  const set = async (link: "kafka" | "pg", f: Fault) => {
-    for (const l of links) if (l.name.startsWith(link)) await net.set(l.name, f);
-  };
+  const net = await NetFaults.forSink(ctx.dir, rig.kafka.bootstrap, Number(new URL(rig.url).port), httpPort);
   const t0 = Date.now();
   const feedStop = new AbortController();
   let feeding: Promise<unknown> | undefined;
@@ -67,7 +61,7 @@ export async function networkFaults(ctx: Ctx): Promise<Result> {
       const label = `${kind} ${link} ${i + 1}/${faults}`;
       const fault: Fault = kind === "reset" ? { fault: "reset", ms } : kind === "latency" ? { fault: "latency", ms: 1000 } : kind === "throttle" ? { fault: "throttle", bps: 1024 } : { fault: kind };
       const startedAt = Date.now();
-      await set(link, fault);
+      await net.setOn(link, fault);
       let firstNotReady: number | undefined;
       if (kind === "blackhole") {
         while (Date.now() - startedAt < ms) {
@@ -81,7 +75,7 @@ export async function networkFaults(ctx: Ctx): Promise<Result> {
           if (firstNotReady > READY_LIMIT_MS) slowReady.push(`${label}: not ready after ${(firstNotReady / 1000).toFixed(2)} s`);
         }
       } else await sleep(Math.max(0, ms - (Date.now() - startedAt)));
-      if (kind !== "reset") await set(link, { fault: "none" });
+      if (kind !== "reset") await net.setOn(link, { fault: "none" });
       const endedAt = Date.now();
       const length = endedAt - startedAt;
       faultS += length / 1000;

@@ -8,6 +8,7 @@
 import type { Sql } from "postgres";
 import { freePort, pg, sleep, startCluster, waitUntil } from "./env.ts";
 import { NetFaults } from "./netfault.ts";
+import { terminateSinkSessions } from "./target.ts";
 import type { Fault } from "./proxy.ts";
 import { check, type Ctx, groupTiming, KafkaRig, newResult, type Result } from "./rig.ts";
 
@@ -35,13 +36,8 @@ export async function soak(ctx: Ctx): Promise<Result> {
   const db = new URL(rig.url).pathname.slice(1);
   const admin = pg(cluster.url(), 1);
   const locker = pg(rig.url, 1);
-  const kafkaPorts = rig.kafka.bootstrap.split(",").map((h) => Number(h.slice(h.lastIndexOf(":") + 1)));
-  const links = [...kafkaPorts.map((port, i) => ({ name: i ? `kafka${i}` : "kafka", port })), { name: "pg", port: cluster.port }];
   const httpPort = await freePort();
-  const net = await NetFaults.start(ctx.dir, links, httpPort);
-  const setLink = async (link: "kafka" | "pg", f: Fault) => {
-    for (const l of links) if (l.name.startsWith(link)) await net.set(l.name, f);
-  };
+  const net = await NetFaults.forSink(ctx.dir, rig.kafka.bootstrap, cluster.port, httpPort);
   const t0 = Date.now();
   const feedStop = new AbortController();
   let feeding: Promise<unknown> | undefined;
@@ -84,10 +80,10 @@ export async function soak(ctx: Ctx): Promise<Result> {
         cluster.start();
       } else if (kind === "db-timeout") {
         await admin.unsafe(`ALTER DATABASE ${db} SET statement_timeout = '1ms'`);
-        await admin.unsafe(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'cdc-sink'`, [db]);
+        await terminateSinkSessions(admin, db);
         await sleep(Math.min(ms, 3000));
         await admin.unsafe(`ALTER DATABASE ${db} RESET statement_timeout`);
-        await admin.unsafe(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'cdc-sink'`, [db]);
+        await terminateSinkSessions(admin, db);
       } else if (kind === "db-lock") {
         await locker
           .begin(async (tx) => {
@@ -101,10 +97,10 @@ export async function soak(ctx: Ctx): Promise<Result> {
       } else {
         const link = ctx.rng.chance(0.5) ? "kafka" : "pg";
         const fault: Fault = kind === "reset" ? { fault: "reset", ms: ctx.rng.int(0, 2000) } : kind === "latency" ? { fault: "latency", ms: 1000 } : kind === "throttle" ? { fault: "throttle", bps: 1024 } : { fault: kind };
-        await setLink(link, fault);
+        await net.setOn(link, fault);
         if (kind !== "reset") {
           await sleep(ms);
-          await setLink(link, { fault: "none" });
+          await net.setOn(link, { fault: "none" });
         }
       }
       done[kind]++;

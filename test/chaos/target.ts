@@ -30,6 +30,12 @@ const RESUME_LIMIT_MS = 5000;
 
 export const TARGET_FAULTS = ["stop", "lock", "timeout", "deadlock", "disk", "rewind"] as const;
 
+/** Terminates the daemon's sessions of database `db` (this suite's own set statement_timeout 0 at connect, env.ts); how many. */
+export async function terminateSinkSessions(admin: Sql, db: string): Promise<number> {
+  const rows = await admin.unsafe(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'cdc-sink'`, [db]);
+  return rows[0]!.n as number;
+}
+
 /** A tmpfs of `mb` MiB mounted at `dir` for the cluster's user, unmounted at cleanup; undefined where mounting is not allowed. */
 function smallDisk(dir: string, mb: number): string | undefined {
   if (process.getuid?.() !== 0) return undefined;
@@ -141,11 +147,7 @@ export async function targetFaults(ctx: Ctx, only?: string[]): Promise<Result> {
       return undefined;
     };
     const count = (re: RegExp) => d.fullLog().match(re)?.length ?? 0;
-    /** Terminates the daemon's sessions of the analytics database (this suite's own set statement_timeout 0 at connect, env.ts). */
-    const terminate = async (): Promise<number> => {
-      const rows = await admin.unsafe(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'cdc-sink'`, [db]);
-      return rows[0]!.n as number;
-    };
+    const terminate = () => terminateSinkSessions(admin, db);
 
     const kinds: Kind[] = [];
     for (const [k, n] of Object.entries(plan) as Array<[Kind, number]>) for (let i = 0; i < n; i++) kinds.push(k);
