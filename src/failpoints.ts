@@ -19,7 +19,8 @@ export type Failpoint =
   | "after-commit"
   | "mid-dead-letters"
   | "during-revoke"
-  | "during-drain";
+  | "during-drain"
+  | "after-snapshot-table";
 
 export function failpoint(name: Failpoint): void {
   if (!armed) return;

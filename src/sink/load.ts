@@ -29,6 +29,12 @@ export interface BulkLoader {
    * Returns the rows applied and dead-lettered.
    */
   loadRows(t: Target, sourceColumns: string[], rows: Readable, coord: Coord): Promise<{ applied: number; deadLetters: number }>;
+  /**
+   * After a snapshot at `lsn` merged into a table that had rows: removes (soft-deletes, per the
+   * mapping) the rows it did not bring, those still below its position (0, lsn) — rows an earlier,
+   * interrupted copy left that the source deleted since. Returns how many.
+   */
+  prune(t: Target, lsn: bigint): Promise<number>;
 }
 
 /**
@@ -104,6 +110,14 @@ export function createBulkLoader(sql: Sql, stateSchema: string, opts: { log: Log
           [t.table.name],
         );
       });
+    },
+    async prune(t, lsn) {
+      const below = `(COALESCE(_cdc_commit_lsn, -1), COALESCE(_cdc_lsn, -1)) < (0, $1::numeric)`;
+      const softCol = softDeleteColumn(t);
+      const r = softCol
+        ? await sql.unsafe(`UPDATE ${t.table.ident} SET ${softCol} = now(), _cdc_commit_lsn = 0, _cdc_lsn = $1::numeric, _cdc_synced_at = now() WHERE ${below} AND ${softCol} IS NULL`, [lsn.toString()])
+        : await sql.unsafe(`DELETE FROM ${t.table.ident} WHERE ${below}`, [lsn.toString()]);
+      return r.count;
     },
     async loadRows(t, sourceColumns, rows, coord) {
       const out = { applied: 0, deadLetters: 0 };

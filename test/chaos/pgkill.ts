@@ -1,5 +1,6 @@
 // Scenario 3, kill -9 in PostgreSQL-source mode: kills during the initial snapshot, while a writer
-// commits small transactions on the source, and while the sink reads or applies one large transaction.
+// commits small transactions on the source, and while the sink reads or applies one large
+// transaction; the writer runs throughout.
 import type { DaemonProc } from "./env.ts";
 import { sleep, waitUntil } from "./env.ts";
 import { checkpoints } from "./checks.ts";
@@ -27,6 +28,9 @@ export async function kill9Pg(ctx: Ctx): Promise<Result> {
       x.start();
     };
 
+    // the writer runs from the start: what it deletes while a copy is interrupted must not come back
+    writer = startWriter(rig.source, ctx.rng, { txPerSecond: long ? 500 : 200, maxOps: 10, keys });
+
     // during the initial snapshot: the slot's copy has not committed yet when the kill lands
     let attempts = 0;
     d.start();
@@ -43,8 +47,7 @@ export async function kill9Pg(ctx: Ctx): Promise<Result> {
     if (!d.running) d.start();
     rig.startSamplers(long ? 2000 : 1000);
 
-    // with a writer committing on the source
-    writer = startWriter(rig.source, ctx.rng, { txPerSecond: long ? 500 : 200, maxOps: 10, keys });
+    // with the writer committing on the source
     for (let i = 0; i < want.writer; i++) {
       await waitUntil("the daemon ready", async () => (await d.ready(500))?.ready || !d.running, 60_000, 100).catch(() => undefined);
       await sleep(ctx.rng.int(100, long ? 4000 : 1500));
@@ -85,7 +88,7 @@ export async function kill9Pg(ctx: Ctx): Promise<Result> {
     const drainMs = await rig.caughtUp(await rig.walPosition(), long ? 1_200_000 : 180_000, "cdc_sink", rig.slot, () => (d.running ? undefined : `the daemon exited: ${d.log().slice(-400)}`));
     const code = await d.stop();
     r.seconds = (Date.now() - t0) / 1000;
-    r.injected = "SIGKILL of the daemon, restarted at once: during the initial snapshot, with a writer committing 1-10-change transactions on the source, and while a large transaction is read or applied";
+    r.injected = "SIGKILL of the daemon, restarted at once, a writer committing 1-10-change transactions on the source throughout: during the initial snapshot, in the stream, and while a large transaction is read or applied";
     r.count = got.snapshot + got.writer + got.big;
     r.countDetail = `${got.snapshot} during the initial snapshot (${initialRows} rows), ${got.writer} with the writer running, ${got.big} inside a ${bigRows}-row transaction`;
     r.events = events;

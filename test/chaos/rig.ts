@@ -2,7 +2,7 @@
 // (a fresh analytics database and topic, the generator, daemons of one consumer group) and a
 // PostgreSQL-source sink (a source cluster with a writer, the analytics database) — each ending with
 // the invariants of checks.ts.
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Sql } from "postgres";
 import { applied, checkDeadLetters, checkModel, checkSource, checkpoints, compareFingerprints, fingerprint, FlushSampler, type Invariants, na, PositionSampler, type Verdict } from "./checks.ts";
@@ -205,6 +205,7 @@ table = "${TABLE}"
 
   async close(): Promise<void> {
     for (const d of this.daemons) await d.kill9();
+    keepLogs(this.name, this.daemons);
     await this.sql.end({ timeout: 2 }).catch(() => {});
   }
 }
@@ -347,8 +348,21 @@ table = "${TABLE}"
 
   async close(): Promise<void> {
     for (const d of this.daemons) await d.kill9();
+    keepLogs(this.name, this.daemons);
     await this.source.end({ timeout: 1 }).catch(() => {});
     await this.sql.end({ timeout: 1 }).catch(() => {});
+  }
+}
+
+/** CHAOS_KEEP_LOGS=/dir keeps each daemon's whole log as /dir/<scenario>-<daemon>.log (the run's folder is removed). */
+function keepLogs(scenario: string, daemons: DaemonProc[]): void {
+  const dir = process.env.CHAOS_KEEP_LOGS;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  for (const d of daemons) {
+    try {
+      writeFileSync(join(dir, `${scenario}-${d.o.name}.log`), d.fullLog());
+    } catch {}
   }
 }
 

@@ -398,8 +398,6 @@ export async function targetFaults(ctx: Ctx, only?: string[]): Promise<Result> {
   } finally {
     supervising = false;
     await supervisor;
-    // CHAOS_TARGET_LOG=/path keeps the daemon's log (/path.target-a) for a look after the run
-    if (process.env.CHAOS_TARGET_LOG) for (const x of rig.daemons) Bun.write(`${process.env.CHAOS_TARGET_LOG}.${x.o.name}`, x.fullLog());
     feedStop.abort();
     await feeding?.catch(() => {});
     await rig.close();

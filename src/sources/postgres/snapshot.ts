@@ -1,13 +1,15 @@
 // The initial snapshot: existing rows read inside the snapshot the slot exported at its consistent
 // point S, so that together with the stream from S every change is seen exactly once. Rows go
 // source COPY -> analytics COPY without being decoded (an empty table takes them directly; a table
-// with rows, from a snapshot a crash interrupted, merges them position-guarded), each table read
-// in `parallelism` ranges of its pages by as many connections that all imported the snapshot. Rows
-// carry position (0, S): below every streamed change.
+// with rows, from a snapshot a crash interrupted, merges them position-guarded and then removes the
+// rows still below S: the source deleted them since that copy), each table read in `parallelism`
+// ranges of its pages by as many connections that all imported the snapshot. Rows carry position
+// (0, S): below every streamed change.
 import { Transform } from "node:stream";
 import type { Sql } from "postgres";
 import type { PgSourceConfig } from "../../config.ts";
 import { errorInfo, isDataError } from "../../errors.ts";
+import { failpoint } from "../../failpoints.ts";
 import type { Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
 import type { Target } from "../../model.ts";
@@ -27,6 +29,8 @@ export interface SnapshotDeps {
   /** source table -> target */
   tables: Map<string, Target>;
   loader: BulkLoader;
+  /** analytics tables other mappings write to as well: rows below S there may be theirs, never pruned */
+  shared: Set<string>;
   metrics: Metrics;
   log: Logger;
 }
@@ -152,7 +156,15 @@ async function copyTable(d: SnapshotDeps, readers: Reader[], table: string, t: T
     for (let i = 0; i < parts.length; i++) deadLetters += (await d.loader.loadRows(t, sourceCols, await copy(i), coord)).deadLetters;
     d.log.warn("snapshot rows dead-lettered", { table, deadLetters });
   }
+  if (!direct) {
+    if (d.shared.has(t.table.ident)) d.log.warn("snapshot merged into a table other mappings write to: rows the source deleted since an earlier copy are not removed; run `cdc-sink repair`", { table: t.mapping.table });
+    else {
+      const pruned = await d.loader.prune(t, d.snapshot.lsn);
+      if (pruned) d.log.info("snapshot removed rows an earlier copy left that the source no longer has", { table: t.mapping.table, rows: pruned });
+    }
+  }
   d.log.info("snapshot copied", { table, rows: copied, seconds: (Date.now() - started) / 1000, direct });
+  failpoint("after-snapshot-table");
   return copied;
 }
 
