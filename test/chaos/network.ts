@@ -8,7 +8,7 @@
 // up to a fault's end within twice the fault's length (at least 2 s), the daemon never exited, no dead
 // letter, and invariants (a)–(d).
 import { freePort, sleep, waitUntil } from "./env.ts";
-import { applied } from "./checks.ts";
+import { applied, checkpoints } from "./checks.ts";
 import { NetFaults } from "./netfault.ts";
 import type { Fault } from "./proxy.ts";
 import { check, type Ctx, KafkaRig, newResult, type Result } from "./rig.ts";
@@ -86,6 +86,8 @@ export async function networkFaults(ctx: Ctx): Promise<Result> {
       for (const v of ends.values()) total += v;
       const allowed = Math.max(2 * length, 2000);
       let caught: number | undefined;
+      // at the deadline, which partitions are behind and by how much: one slow partition, or all
+      let behind = "";
       while (Date.now() - endedAt < Math.max(allowed, 60_000)) {
         const why = alive();
         if (why) throw new Error(why);
@@ -93,11 +95,16 @@ export async function networkFaults(ctx: Ctx): Promise<Result> {
           caught = Date.now() - endedAt;
           break;
         }
+        if (!behind && Date.now() - endedAt > allowed) {
+          const at = await checkpoints(rig.sql, rig.stream).catch(() => new Map<string, bigint>());
+          const gaps = [...ends].map(([part, end]) => [part, end - (at.get(part) ?? 0n)] as const).filter(([, gap]) => gap > 0n);
+          behind = `; behind at ${(allowed / 1000).toFixed(1)} s: ${gaps.length} of ${ends.size} partitions, ${gaps.map(([p, g]) => `${p.replace(/^.*\//, "p")} ${g}`).join(" ")}`;
+        }
         await sleep(50);
       }
       if (caught === undefined || caught > allowed) late.push(`${label} (${(length / 1000).toFixed(1)} s): ${caught === undefined ? "not caught up in 60 s" : `caught up after ${(caught / 1000).toFixed(1)} s`}`);
       if (caught !== undefined) catchUps.push({ label, ms: caught, allowed });
-      ctx.log(`network: ${label}: ${(length / 1000).toFixed(1)} s${firstNotReady !== undefined ? `, not ready after ${(firstNotReady / 1000).toFixed(2)} s` : ""}; caught up ${caught === undefined ? "never" : `after ${(caught / 1000).toFixed(2)} s`}`);
+      ctx.log(`network: ${label}: ${(length / 1000).toFixed(1)} s${firstNotReady !== undefined ? `, not ready after ${(firstNotReady / 1000).toFixed(2)} s` : ""}; caught up ${caught === undefined ? "never" : `after ${(caught / 1000).toFixed(2)} s`}${behind}`);
       await sleep(ctx.rng.int(500, long ? 3000 : 1500));
     }
     feedStop.abort();
