@@ -181,11 +181,15 @@ test("a snapshot a crash interrupted is copied again without the rows the source
   await ecom`DELETE FROM orders WHERE id % 3 = 0`;
   await ecom`UPDATE orders SET status = 'shipped' WHERE id % 3 = 1`;
   await ecom`DELETE FROM books WHERE id % 4 = 0`;
+  // a row some other writer put there at a snapshot-like position: not this source's copy, never removed
+  await analytics`INSERT INTO fact_order_items (id, quantity, _cdc_commit_lsn, _cdc_lsn) VALUES (424242, 1, 0, 12345)`;
   const second = run();
   try {
     await same(ecom, analytics, "SELECT id, customer_id, status, total_amount FROM orders ORDER BY id", 60_000);
     await same(ecom, analytics, "SELECT id, title, price FROM books ORDER BY id", 60_000);
     expect((await analytics`SELECT count(*)::int AS n FROM dim_books WHERE _cdc_deleted_at IS NOT NULL`)[0]!.n).toBe(750);
+    expect((await analytics`SELECT count(*)::int AS n FROM fact_order_items`)[0]!.n).toBe(1);
+    expect((await analytics`SELECT count(*)::int AS n FROM cdc_sink.snapshots WHERE stream LIKE 'pg:s_ecom_%'`)[0]!.n).toBe(2);
   } finally {
     second.kill("SIGTERM");
     await second.exited;

@@ -29,12 +29,14 @@ export interface BulkLoader {
    * Returns the rows applied and dead-lettered.
    */
   loadRows(t: Target, sourceColumns: string[], rows: Readable, coord: Coord): Promise<{ applied: number; deadLetters: number }>;
+  /** Records that `stream` is about to copy its tables at snapshot `lsn` (before any row of it commits). */
+  recordSnapshot(stream: string, lsn: bigint): Promise<void>;
   /**
-   * After a snapshot at `lsn` merged into a table that had rows: removes (soft-deletes, per the
-   * mapping) the rows it did not bring, those still below its position (0, lsn) — rows an earlier,
-   * interrupted copy left that the source deleted since. Returns how many.
+   * After `stream`'s snapshot at `lsn` merged into a table that had rows: removes (soft-deletes, per
+   * the mapping) the rows an earlier copy of this stream wrote that this one did not overwrite —
+   * the source deleted them since. Rows anything else wrote are left alone. Returns how many.
    */
-  prune(t: Target, lsn: bigint): Promise<number>;
+  prune(t: Target, stream: string, lsn: bigint): Promise<number>;
 }
 
 /**
@@ -111,12 +113,15 @@ export function createBulkLoader(sql: Sql, stateSchema: string, opts: { log: Log
         );
       });
     },
-    async prune(t, lsn) {
-      const below = `(COALESCE(_cdc_commit_lsn, -1), COALESCE(_cdc_lsn, -1)) < (0, $1::numeric)`;
+    async recordSnapshot(stream, lsn) {
+      await sql.unsafe(`INSERT INTO ${state}.snapshots (stream, lsn) VALUES ($1, $2::numeric) ON CONFLICT DO NOTHING`, [stream, lsn.toString()]);
+    },
+    async prune(t, stream, lsn) {
+      const earlier = `_cdc_commit_lsn = 0 AND _cdc_lsn IN (SELECT lsn FROM ${state}.snapshots WHERE stream = $1 AND lsn < $2::numeric)`;
       const softCol = softDeleteColumn(t);
       const r = softCol
-        ? await sql.unsafe(`UPDATE ${t.table.ident} SET ${softCol} = now(), _cdc_commit_lsn = 0, _cdc_lsn = $1::numeric, _cdc_synced_at = now() WHERE ${below} AND ${softCol} IS NULL`, [lsn.toString()])
-        : await sql.unsafe(`DELETE FROM ${t.table.ident} WHERE ${below}`, [lsn.toString()]);
+        ? await sql.unsafe(`UPDATE ${t.table.ident} SET ${softCol} = now(), _cdc_lsn = $2::numeric, _cdc_synced_at = now() WHERE ${earlier} AND ${softCol} IS NULL`, [stream, lsn.toString()])
+        : await sql.unsafe(`DELETE FROM ${t.table.ident} WHERE ${earlier}`, [stream, lsn.toString()]);
       return r.count;
     },
     async loadRows(t, sourceColumns, rows, coord) {

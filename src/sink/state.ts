@@ -55,6 +55,9 @@ export async function ensureStateTables(sql: Sql, schema: string): Promise<void>
     await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.source_columns (
       tbl text NOT NULL, mapping text NOT NULL, col text NOT NULL, source_type text, seen_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (tbl, mapping, col))`);
+    // every initial copy of a PostgreSQL source, by its snapshot's LSN: a copy taken again removes the rows an earlier one left
+    await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${s}.snapshots (
+      stream text NOT NULL, lsn numeric(20,0) NOT NULL, started_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, lsn))`);
     // positions are unsigned 64-bit: installations from before kept them in bigint
     const [old] = await tx`SELECT 1 FROM information_schema.columns WHERE table_schema = ${schema} AND table_name = 'tombstones' AND column_name = 'lsn' AND data_type = 'bigint'`;
     if (old) await tx.unsafe(`ALTER TABLE ${s}.tombstones ALTER COLUMN commit_lsn TYPE numeric(20,0), ALTER COLUMN lsn TYPE numeric(20,0)`);

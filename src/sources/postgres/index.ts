@@ -70,7 +70,6 @@ class SlotReader {
     readonly cfg: PgSourceConfig,
     readonly tables: Map<string, Target>,
     readonly loader: BulkLoader,
-    readonly shared: Set<string>,
     readonly checkpoints: CheckpointStore,
     readonly policy: RetryPolicy,
     readonly metrics: Metrics,
@@ -203,7 +202,7 @@ class SlotReader {
     if (slot.snapshot) {
       this.#snapshotDone = false;
       this.#copying = true;
-      copy = (await startSnapshot({ cfg: this.cfg, stream: this.stream, snapshot: slot.snapshot, tables: this.tables, loader: this.loader, shared: this.shared, metrics: this.metrics, log: this.log })).done;
+      copy = (await startSnapshot({ cfg: this.cfg, stream: this.stream, snapshot: slot.snapshot, tables: this.tables, loader: this.loader, metrics: this.metrics, log: this.log })).done;
     }
     await this.replication.start(repl, slot.from);
     copy?.then(
@@ -268,13 +267,10 @@ export const pgSourceInfo = (config: Config): PgSourceInfo[] =>
 export function createPgSource(deps: { config: Config; targets: Target[]; checkpoints: CheckpointStore; loader: BulkLoader; metrics: Metrics; log: Logger }): Source<PgRecords> {
   const { config, metrics } = deps;
   const policy = { initialMs: config.retry.initial_ms, maxMs: config.retry.max_ms };
-  const mappingsPerTable = new Map<string, number>();
-  for (const t of deps.targets) mappingsPerTable.set(t.table.ident, (mappingsPerTable.get(t.table.ident) ?? 0) + 1);
-  const shared = new Set([...mappingsPerTable].filter(([, n]) => n > 1).map(([ident]) => ident));
   const readers = config.postgres_sources.map((s) => {
     const tables = new Map<string, Target>();
     for (const t of deps.targets) if (t.mapping.source === s.name) tables.set(t.mapping.source_table!, t);
-    return new SlotReader(s, tables, deps.loader, shared, deps.checkpoints, policy, metrics, deps.log.child({ source: s.name }));
+    return new SlotReader(s, tables, deps.loader, deps.checkpoints, policy, metrics, deps.log.child({ source: s.name }));
   });
   const byName = new Map(readers.map((r) => [r.cfg.name, r]));
   const take = (max: number): PgRecords => {

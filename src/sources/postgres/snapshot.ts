@@ -2,9 +2,9 @@
 // point S, so that together with the stream from S every change is seen exactly once. Rows go
 // source COPY -> analytics COPY without being decoded (an empty table takes them directly; a table
 // with rows, from a snapshot a crash interrupted, merges them position-guarded and then removes the
-// rows still below S: the source deleted them since that copy), each table read in `parallelism`
-// ranges of its pages by as many connections that all imported the snapshot. Rows carry position
-// (0, S): below every streamed change.
+// rows of the earlier copy it did not overwrite: the source deleted them since), each table read in
+// `parallelism` ranges of its pages by as many connections that all imported the snapshot. Rows
+// carry position (0, S): below every streamed change.
 import { Transform } from "node:stream";
 import type { Sql } from "postgres";
 import type { PgSourceConfig } from "../../config.ts";
@@ -29,8 +29,6 @@ export interface SnapshotDeps {
   /** source table -> target */
   tables: Map<string, Target>;
   loader: BulkLoader;
-  /** analytics tables other mappings write to as well: rows below S there may be theirs, never pruned */
-  shared: Set<string>;
   metrics: Metrics;
   log: Logger;
 }
@@ -157,11 +155,8 @@ async function copyTable(d: SnapshotDeps, readers: Reader[], table: string, t: T
     d.log.warn("snapshot rows dead-lettered", { table, deadLetters });
   }
   if (!direct) {
-    if (d.shared.has(t.table.ident)) d.log.warn("snapshot merged into a table other mappings write to: rows the source deleted since an earlier copy are not removed; run `cdc-sink repair`", { table: t.mapping.table });
-    else {
-      const pruned = await d.loader.prune(t, d.snapshot.lsn);
-      if (pruned) d.log.info("snapshot removed rows an earlier copy left that the source no longer has", { table: t.mapping.table, rows: pruned });
-    }
+    const pruned = await d.loader.prune(t, d.stream, d.snapshot.lsn);
+    if (pruned) d.log.info("snapshot removed the rows an earlier copy left that the source no longer has", { table, rows: pruned });
   }
   d.log.info("snapshot copied", { table, rows: copied, seconds: (Date.now() - started) / 1000, direct });
   failpoint("after-snapshot-table");
@@ -174,6 +169,7 @@ async function copyTable(d: SnapshotDeps, readers: Reader[], table: string, t: T
  */
 export async function startSnapshot(d: SnapshotDeps): Promise<{ done: Promise<void> }> {
   const parallelism = Math.max(1, d.cfg.snapshot_parallelism);
+  await d.loader.recordSnapshot(d.stream, d.snapshot.lsn);
   const readers: Reader[] = [];
   try {
     for (let i = 0; i < parallelism; i++) readers.push(await openReader(d.cfg, d.snapshot.name));
