@@ -143,10 +143,15 @@ export class KafkaWorkload {
   async feed(total: number, perSecond: number, signal?: AbortSignal): Promise<{ events: number; seconds: number }> {
     const t0 = performance.now();
     const start = this.events;
+    // whole chunks: a chunk per tick of a few milliseconds would make batches of one record per
+    // partition, and librdkafka's mock answers a fetch with one batch per partition, so a consumer
+    // behind could never catch up with it
+    const chunk = Math.max(1, Math.ceil(perSecond / 10));
     while (this.events - start < total && !signal?.aborted) {
-      const due = Math.min(total, Math.ceil(((performance.now() - t0) / 1000) * perSecond) + Math.ceil(perSecond / 10)) - (this.events - start);
-      if (due > 0) await this.produce(Math.min(due, 20_000));
-      else await sleep(20);
+      const done = this.events - start;
+      const due = Math.min(total, Math.ceil(((performance.now() - t0) / 1000) * perSecond) + chunk) - done;
+      if (due >= Math.min(chunk, total - done)) await this.produce(Math.min(due, 20_000));
+      else await sleep(10);
     }
     return { events: this.events - start, seconds: (performance.now() - t0) / 1000 };
   }
