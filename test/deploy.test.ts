@@ -495,7 +495,8 @@ describe("alert rules", () => {
     // every alert is exercised
     const tested = new Set(tests.flatMap((t) => t.alert_rule_test.map((a) => a.alertname)));
     expect(alertRules.map((r) => r.alert).filter((a) => !tested.has(a))).toEqual([]);
-  });
+    // promtool evaluates every series over days of samples: several seconds on a loaded machine
+  }, 60_000);
 });
 
 // --- Grafana dashboard -------------------------------------------------------------------------
