@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The fault suite (issue 17): the built binary (dist/cdc-sink, rebuilt when older than src/) killed
-# and crashed on purpose against throwaway PostgreSQL clusters and Kafka (librdkafka's mock cluster,
-# or the real broker of scripts/stack.sh when STACK_DIR points at a running stack), with the five
-# invariants checked after each scenario.
+# The fault suite (issue 17): the built binary (dist/cdc-sink, rebuilt when older than src/ or the
+# patched postgres.js) killed and crashed on purpose against throwaway PostgreSQL clusters and Kafka
+# (librdkafka's mock cluster, or the real broker of scripts/stack.sh when STACK_DIR points at a
+# running stack), with the five invariants checked after each scenario.
 #
 #   scripts/chaos.sh [--short|--long] [--seed N] [--json FILE] [--list] [SCENARIO[:ARG,…]…]
 #

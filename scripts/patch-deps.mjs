@@ -14,6 +14,18 @@
 //    cancelled it (a statement_timeout of 1 ms), the rejection was unhandled and the daemon exited.
 //    Now the query waiting for that connection fails with the error (and is retried), and the
 //    connection closes, so the next one fetches the types again.
+// 6. A connection that closed kept what it had not settled, and its next life inherited it: a
+//    write waiting for its setImmediate (its timer handle looked scheduled, so the StartupMessage
+//    appended to the stale bytes was never sent: every reconnect waited out connect_timeout, 3 s
+//    each, up to 30 s in a row; the fault suite's PostgreSQL resets); a statement issued between
+//    the socket's error and its close (never sent, but its reply awaited: every later reply went to
+//    the statement before, and the next one waited for ever); the old backend's FATAL, thrown at
+//    the next connection's first query. A closed connection now drops its unsent bytes, fails every
+//    statement still waiting on it, and forgets the old backend's error.
+// 7. A transaction's statements still went to its connection after that connection closed and
+//    came back as a new session (sql.begin() had rejected, its callback ran on): they ran outside
+//    any transaction, and its ROLLBACK or COMMIT ended another one on that connection. Once its
+//    connection closed, a transaction's statements fail with CONNECTION_CLOSED, those it queued too.
 // 3. Each message it sends was copied once more before the socket write (Buffer.from of a buffer
 //    nothing else holds), once more onto the smaller messages still pending, and a Bind once more
 //    to append its Execute, and Bun copies what the socket does not take at once: a 64 MiB value
@@ -131,20 +143,42 @@ const patches = [
     if (!types) return
     types.forEach`,
   },
+  {
+    what: "a closed connection drops its unsent write",
+    from: "    incomings = null\n    clearImmediate(nextWriteTimer)\n    socket.removeListener('data', data)",
+    to: "    incomings = null\n    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = paced = null // patched by cdc-sink (scripts/patch-deps.mjs)\n    socket.removeListener('data', data)",
+  },
+  {
+    what: "a closed connection fails what waits on it",
+    from: "    !hadError && (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))\n",
+    to: "    if (query || sent.length) error(Errors.connection('CONNECTION_CLOSED', options, socket)) // patched by cdc-sink (scripts/patch-deps.mjs)\n    query = results = errorResponse = null\n    result = new Result()\n",
+  },
+  {
+    file: "index.js",
+    what: "a closed transaction runs nothing more",
+    from: "    let savepoints = 0\n      , connection\n      , prepare = null\n\n    try {\n      await sql.unsafe('begin ' + options.replace(/[^a-z ]/ig, ''), [], { onexecute }).execute()\n      return await Promise.race([\n        scope(connection, fn),\n        new Promise((_, reject) => connection.onclose = reject)\n      ])",
+    to: "    let savepoints = 0\n      , connection\n      , prepare = null\n      , closedError = null // patched by cdc-sink (scripts/patch-deps.mjs)\n\n    try {\n      await sql.unsafe('begin ' + options.replace(/[^a-z ]/ig, ''), [], { onexecute }).execute()\n      return await Promise.race([\n        scope(connection, fn),\n        new Promise((_, reject) => connection.onclose = (e) => { // patched by cdc-sink (scripts/patch-deps.mjs)\n          closedError = e || Errors.connection('CONNECTION_CLOSED', options)\n          while (queries.length) queries.shift().reject(closedError)\n          reject(closedError)\n        })\n      ])",
+  },
+  {
+    file: "index.js",
+    what: "a closed transaction runs nothing more (its statements)",
+    from: "      function handler(q) {\n        q.catch(e => uncaughtError || (uncaughtError = e))\n",
+    to: "      function handler(q) {\n        q.catch(e => uncaughtError || (uncaughtError = e))\n        if (closedError) return q.reject(closedError) // patched by cdc-sink (scripts/patch-deps.mjs)\n",
+  },
 ];
 // Always from the file as installed (kept beside it once), so that running again applies the
 // current patches whatever an earlier version of this script did.
-for (const f of ["src/connection.js", "cjs/src/connection.js", "cf/src/connection.js"]) {
+for (const f of ["connection.js", "index.js"].flatMap((n) => ["src", "cjs/src", "cf/src"].map((d) => `${d}/${n}`))) {
   const file = join(root, f);
   const orig = `${file}.orig`;
   if (!existsSync(orig)) copyFileSync(file, orig);
   let text = readFileSync(orig, "utf8");
-  for (const p of patches) {
+  for (const p of patches.filter((p) => f.endsWith(`/${p.file ?? "connection.js"}`))) {
     if (!text.includes(p.from)) throw new Error(`patch-deps: ${file} changed; review the postgres.js ${p.what}`);
     text = text.replace(p.from, p.to);
   }
   if (readFileSync(file, "utf8") !== text) {
     writeFileSync(file, text);
-    console.log(`patch-deps: postgres.js ${f}: ${patches.map((p) => p.what).join(", ")}`);
+    console.log(`patch-deps: postgres.js ${f}: ${patches.filter((p) => f.endsWith(`/${p.file ?? "connection.js"}`)).map((p) => p.what).join(", ")}`);
   }
 }

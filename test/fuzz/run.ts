@@ -31,11 +31,11 @@ function newestMtime(dir: string): number {
   return t;
 }
 
-/** dist/cdc-sink, built again when missing or older than src/ (or package.json). */
+/** dist/cdc-sink, built again when missing or older than src/, package.json or the patched postgres.js. */
 export function ensureBinary(log: (s: string) => void = () => {}): string {
-  const src = Math.max(newestMtime(`${ROOT}src`), statSync(`${ROOT}package.json`).mtimeMs);
+  const src = Math.max(newestMtime(`${ROOT}src`), newestMtime(`${ROOT}node_modules/postgres/src`), statSync(`${ROOT}package.json`).mtimeMs);
   if (existsSync(BIN) && statSync(BIN).mtimeMs >= src) return BIN;
-  log("building dist/cdc-sink (missing or older than src/)");
+  log("building dist/cdc-sink (missing or older than its sources)");
   const r = spawnSync(`${ROOT}node_modules/.bin/bun`, ["run", "build"], { cwd: ROOT, encoding: "utf8" });
   if (r.status !== 0) throw new Error(`bun run build failed: ${r.stderr}`);
   return BIN;
