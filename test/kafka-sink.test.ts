@@ -20,13 +20,13 @@ afterAll(async () => {
 });
 
 /** A fresh analytics database and topic namespace per test. */
-async function setup(extra?: string, mappingsExtra?: Parameters<typeof sinkToml>[0]["mappingsExtra"]) {
+async function setup(extra?: string, mappingsExtra?: Parameters<typeof sinkToml>[0]["mappingsExtra"], opts: { absent?: Array<keyof typeof TOPICS> } = {}) {
   const pg = await sharedCluster();
   const url = await pg.createDatabase("sink");
   const sql = await analyticsDb(url);
   const n = ++seq;
   const topics = Object.fromEntries(Object.entries(TOPICS).map(([k, t]) => [k, `${t}.${n}`])) as typeof TOPICS;
-  for (const t of Object.values(topics)) mock.createTopic(t, 2);
+  for (const [k, t] of Object.entries(topics)) if (!opts.absent?.includes(k as keyof typeof TOPICS)) mock.createTopic(t, 2);
   /** the config for this test's topics, consumed by `group` */
   const tomlFor = (group: string) => {
     let toml = sinkToml({ bootstrap: mock.bootstrapServers, db: url, group, extra, mappingsExtra });
@@ -113,6 +113,23 @@ test("every op reaches all four tables, schemaless and with schema", async () =>
   expect(await rows(sql, "SELECT count(*)::int AS n FROM cdc_sink.dead_letters")).toEqual([{ n: 0 }]);
   await sql.end();
 }, 120_000);
+
+test("a topic created after the daemon subscribed is consumed within seconds, not at librdkafka's 5-minute metadata refresh", async () => {
+  // Debezium creates a table's topic with its first record: a sink started first subscribes to a topic that is not there yet
+  const { sql, topics, cfg } = await setup(undefined, undefined, { absent: ["books"] });
+  const clock = newClock();
+  const run = await startDaemon(cfg);
+  try {
+    await send(topics.orders, [{ key: keyOf(1), value: envelope(clock, "orders", "c", { after: { id: 1, customer_id: 7, status: "paid", total_amount: 3, currency: "EUR" } }) }]);
+    await waitFor("orders", async () => (await sql`SELECT count(*)::int AS n FROM fact_orders`)[0]!.n === 1);
+    mock.createTopic(topics.books, 2);
+    await send(topics.books, [{ key: keyOf(9), value: envelope(clock, "books", "c", { after: { id: 9, isbn: "978-0", title: "Dune", author: "Herbert", price: 20 } }) }]);
+    await waitFor("the late topic's record", async () => (await sql`SELECT title FROM dim_books`)[0]?.title === "Dune", 40_000);
+  } finally {
+    await run.stop();
+    await sql.end();
+  }
+}, 60_000);
 
 test("an unchanged-TOAST placeholder keeps the stored value", async () => {
   const { sql, topics, cfg } = await setup();

@@ -39,6 +39,8 @@ const OFFSET_BEGINNING = -2;
  * Statistics twice a second: a broker that stops answering shows in readiness within about 1.5 s.
  * Reconnecting at least every second (librdkafka's backoff grows to 10 s): the fault suite's
  * network scenario saw a broker back for 2 s before the first attempt.
+ * Metadata every 5 s: a subscribed topic that does not exist yet (Debezium creates a table's topic
+ * with its first record) was found at librdkafka's next refresh, up to 5 minutes later.
  */
 export function consumerProperties(config: KafkaConfig): Properties {
   return {
@@ -52,6 +54,7 @@ export function consumerProperties(config: KafkaConfig): Properties {
     "session.timeout.ms": 10000,
     "statistics.interval.ms": 500,
     "reconnect.backoff.max.ms": 1000,
+    "topic.metadata.refresh.interval.ms": 5000,
     "client.id": "cdc-sink",
     ...config.properties,
   };
