@@ -43,6 +43,23 @@ wait_ready() {
   echo "demo: cdc-sink not ready after 30 s ($(curl -s "http://127.0.0.1:$1/readyz")); last lines of $rel:"; tail -20 "$2"; return 1
 }
 
+# wait_snapshot ECOM_URL INVENTORY_URL ANALYTICS_URL: until every analytics table holds as many live rows
+# as its source table (20 s); the view joins three of them, so one table's count is not enough
+wait_snapshot() {
+  local live="WHERE _cdc_deleted_at IS NULL" want got
+  want="$(psql "$1" -XAtq -c "SELECT concat_ws(' ', (SELECT count(*) FROM books), (SELECT count(*) FROM orders),
+    (SELECT count(*) FROM order_items))") $(psql "$2" -XAtq -c "SELECT count(*) FROM inventory")"
+  for _ in $(seq 1 200); do
+    got=$(psql "$3" -XAtq -c "SELECT concat_ws(' ', (SELECT count(*) FROM dim_books $live),
+      (SELECT count(*) FROM fact_orders $live), (SELECT count(*) FROM fact_order_items $live),
+      (SELECT count(*) FROM fact_inventory $live))")
+    [ "$got" = "$want" ] && return 0
+    sleep 0.1
+  done
+  echo "demo: the snapshot did not arrive in 20 s: rows in dim_books fact_orders fact_order_items fact_inventory: $got; in the sources: $want"
+  return 1
+}
+
 sink_pid=""
 stop_sink() {
   if [ -n "$sink_pid" ] && kill -0 "$sink_pid" 2>/dev/null; then
@@ -114,14 +131,7 @@ if [ "$kafka" -eq 1 ]; then
   echo "demo: cdc-sink ready (partitions assigned) after $(since "$t") s"
 
   # the connectors' initial snapshot, through Kafka, into analytics
-  want=$(psql "$ECOM_DB_URL" -XAtq -c "SELECT count(*) FROM order_items")
-  got=""
-  for _ in $(seq 1 100); do
-    got=$(psql "$ANALYTICS_DB_URL" -XAtq -c "SELECT count(*) FROM fact_order_items")
-    [ "$got" = "$want" ] && break
-    sleep 0.1
-  done
-  [ "$got" = "$want" ] || { echo "demo: the snapshot did not arrive: fact_order_items has $got rows, order_items $want"; exit 1; }
+  wait_snapshot "$ECOM_DB_URL" "$INVENTORY_DB_URL" "$ANALYTICS_DB_URL" || exit 1
   echo "demo: the connectors' snapshot in analytics $(since "$t") s after cdc-sink started:"
   psql "$ANALYTICS_DB_URL" -Xq -c "SELECT book_id, title, units_sold, revenue FROM vw_product_sales_volume ORDER BY book_id"
   echo "demo: running scripts/verify-cdc.sh (each change: source database -> Debezium -> Kafka -> cdc-sink -> analytics)"
@@ -190,11 +200,7 @@ sink_pid=$!
 echo "demo: cdc-sink started (pid $sink_pid, logs in .demo/cdc-sink.log)"
 wait_ready "$http_port" "$demo/cdc-sink.log" || exit 1
 
-want=$(psql "$(url ecom)" -XAtq -c "SELECT count(*) FROM order_items")
-for _ in $(seq 1 100); do
-  [ "$(psql "$(url analytics)" -XAtq -c "SELECT count(*) FROM fact_order_items")" = "$want" ] && break
-  sleep 0.1
-done
+wait_snapshot "$(url ecom)" "$(url inventory)" "$(url analytics)" || exit 1
 echo "demo: snapshot of existing rows in analytics:"
 psql "$(url analytics)" -Xq -c "SELECT book_id, title, units_sold, revenue FROM vw_product_sales_volume ORDER BY book_id"
 echo "demo: running scripts/verify-cdc.sh"
