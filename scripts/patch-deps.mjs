@@ -157,7 +157,7 @@ const patches = [
     file: "index.js",
     what: "a closed transaction runs nothing more",
     from: "    let savepoints = 0\n      , connection\n      , prepare = null\n\n    try {\n      await sql.unsafe('begin ' + options.replace(/[^a-z ]/ig, ''), [], { onexecute }).execute()\n      return await Promise.race([\n        scope(connection, fn),\n        new Promise((_, reject) => connection.onclose = reject)\n      ])",
-    to: "    let savepoints = 0\n      , connection\n      , prepare = null\n      , closedError = null // patched by cdc-sink (scripts/patch-deps.mjs)\n\n    try {\n      await sql.unsafe('begin ' + options.replace(/[^a-z ]/ig, ''), [], { onexecute }).execute()\n      return await Promise.race([\n        scope(connection, fn),\n        new Promise((_, reject) => connection.onclose = (e) => { // patched by cdc-sink (scripts/patch-deps.mjs)\n          closedError = e || Errors.connection('CONNECTION_CLOSED', options)\n          while (queries.length) queries.shift().reject(closedError)\n          reject(closedError)\n        })\n      ])",
+    to: "    let savepoints = 0\n      , connection\n      , prepare = null\n      , closedError = null // patched by cdc-sink (scripts/patch-deps.mjs)\n\n    try {\n      await sql.unsafe('begin ' + options.replace(/[^a-z ]/ig, ''), [], { onexecute }).execute()\n      return await Promise.race([\n        scope(connection, fn),\n        new Promise((_, reject) => connection.onclose = (e) => { // patched by cdc-sink (scripts/patch-deps.mjs)\n          closedError = e\n          while (queries.length) queries.shift().reject(closedError)\n          reject(closedError)\n        })\n      ])",
   },
   {
     file: "index.js",
@@ -173,12 +173,13 @@ for (const f of ["connection.js", "index.js"].flatMap((n) => ["src", "cjs/src", 
   const orig = `${file}.orig`;
   if (!existsSync(orig)) copyFileSync(file, orig);
   let text = readFileSync(orig, "utf8");
-  for (const p of patches.filter((p) => f.endsWith(`/${p.file ?? "connection.js"}`))) {
+  const mine = patches.filter((p) => f.endsWith(`/${p.file ?? "connection.js"}`));
+  for (const p of mine) {
     if (!text.includes(p.from)) throw new Error(`patch-deps: ${file} changed; review the postgres.js ${p.what}`);
     text = text.replace(p.from, p.to);
   }
   if (readFileSync(file, "utf8") !== text) {
     writeFileSync(file, text);
-    console.log(`patch-deps: postgres.js ${f}: ${patches.filter((p) => f.endsWith(`/${p.file ?? "connection.js"}`)).map((p) => p.what).join(", ")}`);
+    console.log(`patch-deps: postgres.js ${f}: ${mine.map((p) => p.what).join(", ")}`);
   }
 }
