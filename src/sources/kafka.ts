@@ -17,7 +17,8 @@ const LOG_LEVEL = (l: number) => (l <= 3 ? "error" : l <= 4 ? "warn" : l <= 6 ? 
 export type KafkaConfig = NonNullable<Config["kafka"]>;
 
 type Stats = {
-  brokers?: Record<string, { name?: string; nodeid?: number; state?: string; stateage?: number; rxidle?: number; txidle?: number; waitresp_cnt?: number }>;
+  ts?: number;
+  brokers?: Record<string, { name?: string; nodeid?: number; state?: string; stateage?: number; rxidle?: number; txidle?: number; waitresp_cnt?: number; rx?: number }>;
   topics?: Record<string, { partitions?: Record<string, { consumer_lag?: number }> }>;
 };
 /** broker states of a connection made but not yet usable: one stuck in them is not answering */
@@ -115,14 +116,25 @@ export function createKafkaSource(deps: {
   // a connected broker answers every fetch within fetch.wait.max.ms: silence beyond it is a link that drops packets
   const silenceUs = (Math.max(800, Number(consumerProperties(config)["fetch.wait.max.ms"]) + 700) || 800) * 1000;
 
-  /** Brokers with requests waiting on a connection that has received nothing for longer than they take to answer. */
+  /**
+   * Per broker, the first statistics of the current run in which requests were waiting and nothing
+   * was received: what was waiting then had been sent at least `txidle` earlier.
+   */
+  const waitingSince = new Map<string, { ts: number; rx: number; txidle: number }>();
+  /** Brokers with a request waiting longer than they take to answer. */
   function silentBrokers(): string[] {
     const out: string[] = [];
-    for (const b of Object.values(latestStats()?.brokers ?? {})) {
+    const stats = latestStats();
+    for (const [key, b] of Object.entries(stats?.brokers ?? {})) {
       if ((b.nodeid ?? -1) < 0) continue;
-      // sent long ago too: a request just sent on a quiet connection (a heartbeat) is not silence
-      const waiting = (b.waitresp_cnt ?? 0) > 0 && (b.txidle ?? 0) > silenceUs;
-      if (b.state === "UP" ? waiting && (b.rxidle ?? -1) > silenceUs : HANDSHAKE.has(b.state ?? "") && (b.stateage ?? 0) > silenceUs)
+      let waitedUs = 0;
+      if ((b.waitresp_cnt ?? 0) > 0 && stats?.ts !== undefined && b.rx !== undefined) {
+        let w = waitingSince.get(key);
+        if (!w || w.rx !== b.rx) waitingSince.set(key, (w = { ts: stats.ts, rx: b.rx, txidle: b.txidle ?? 0 }));
+        // txidle alone restarts with every request sent (a heartbeat, a metadata refresh) into a silent link
+        waitedUs = stats.ts - w.ts + w.txidle;
+      } else waitingSince.delete(key);
+      if (b.state === "UP" ? waitedUs > silenceUs && (b.rxidle ?? -1) > silenceUs : HANDSHAKE.has(b.state ?? "") && (b.stateage ?? 0) > silenceUs)
         out.push(`${b.name ?? b.nodeid} (${b.state === "UP" ? `nothing received for ${((b.rxidle ?? 0) / 1e6).toFixed(1)} s` : `${b.state} for ${((b.stateage ?? 0) / 1e6).toFixed(1)} s`})`);
     }
     return out;
