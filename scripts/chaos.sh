@@ -57,7 +57,7 @@ sweep() {
     else "$pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true; fi
   done
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
     case "$cmd" in *"$run_dir/"*) echo "chaos.sh: killing ${p#/proc/} left running: $cmd" >&2; kill -9 "${p#/proc/}" 2>/dev/null || true ;; esac
   done
   # the target scenario's small disk (a tmpfs) and the network scenario's namespaces

@@ -342,7 +342,9 @@ formatted="$cache/kafka-formatted-$stamp"
 if [ ! -f "$formatted/meta.properties" ]; then
   rm -rf "$formatted.tmp"
   sed "s#^log.dirs=.*#log.dirs=$formatted.tmp#" "$dir/kafka/server.properties" >"$dir/kafka/format.properties"
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  # an id starting with '-' reads as an option to the tool's parser (Kafka's own Uuid.randomUuid redraws those)
+  cluster_id=-
+  while [ "${cluster_id:0:1}" = - ]; do cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'); done
   # shellcheck disable=SC2086
   java $kafka_heap "${java_opts[@]}" -cp "$lib/kafka/*" kafka.tools.StorageTool format -t "$cluster_id" \
     -c "$dir/kafka/format.properties" >"$dir/kafka/format.log" 2>&1 || failed "kafka storage format" "$dir/kafka/format.log"

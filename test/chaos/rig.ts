@@ -110,11 +110,12 @@ export class KafkaRig {
     this.sampler = new PositionSampler(this.sql, everyMs);
   }
 
-  /** A daemon of this sink (not started). */
-  async daemon(instance: string, o: { group?: string; url?: string; netns?: string; httpSocket?: string; httpPort?: number; env?: Record<string, string>; properties?: Record<string, string | number>; extra?: string } = {}): Promise<DaemonProc> {
+  /** A daemon of this sink (not started); `defaults`: the daemon's own consumer settings, not the harness's shortened group timing and fetch wait. */
+  async daemon(instance: string, o: { group?: string; url?: string; netns?: string; httpSocket?: string; httpPort?: number; env?: Record<string, string>; properties?: Record<string, string | number>; extra?: string; defaults?: boolean } = {}): Promise<DaemonProc> {
     const port = o.httpPort ?? (await freePort());
     const t = groupTiming(this.kafka);
-    const props: Record<string, string | number> = { "fetch.wait.max.ms": 10, "session.timeout.ms": t.session, "heartbeat.interval.ms": t.heartbeat, ...o.properties };
+    const tuned = o.defaults ? {} : { "fetch.wait.max.ms": 10, "session.timeout.ms": t.session, "heartbeat.interval.ms": t.heartbeat };
+    const props: Record<string, string | number> = { ...tuned, ...o.properties };
     const path = join(this.ctx.dir, `${this.name}-${instance}.toml`);
     writeFileSync(
       path,
