@@ -114,7 +114,7 @@ export class KafkaRig {
   async daemon(instance: string, o: { group?: string; url?: string; netns?: string; httpSocket?: string; httpPort?: number; env?: Record<string, string>; properties?: Record<string, string | number>; extra?: string; defaults?: boolean } = {}): Promise<DaemonProc> {
     const port = o.httpPort ?? (await freePort());
     const t = groupTiming(this.kafka);
-    const tuned = o.defaults ? {} : { "fetch.wait.max.ms": 10, "session.timeout.ms": t.session, "heartbeat.interval.ms": t.heartbeat };
+    const tuned: Record<string, number> = o.defaults ? {} : { "fetch.wait.max.ms": 10, "session.timeout.ms": t.session, "heartbeat.interval.ms": t.heartbeat };
     const props: Record<string, string | number> = { ...tuned, ...o.properties };
     const path = join(this.ctx.dir, `${this.name}-${instance}.toml`);
     writeFileSync(
