@@ -81,5 +81,13 @@ if [ $# -eq 0 ]; then
   fi
 fi
 
+# what failed, next to the totals: CI shows only the tail of this output
+if [ "$failed" -gt 0 ]; then
+  echo "== failed"
+  grep -E 'error TS' "$log"/tsc 2>/dev/null | head -20
+  grep -hE '^\(fail\)' "$log"/bun "$log"/stack-bun 2>/dev/null
+  grep -hE '^not ok' "$log"/node 2>/dev/null
+  sed -n '/^FAILED (seed/,$p' "$log"/chaos 2>/dev/null
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

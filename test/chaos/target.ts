@@ -66,8 +66,9 @@ export async function targetFaults(ctx: Ctx, only?: string[]): Promise<Result> {
   // synchronous_commit off a crash loses commits PostgreSQL had already acknowledged, rows and
   // checkpoint alike, which a daemon that goes on from its position in memory never reads again.
   const cluster = await startCluster({ settings: { fsync: "on", synchronous_commit: "on", full_page_writes: "on" } });
-  // librdkafka's mock keeps about 5 MiB per partition: the long run's 2.4M changes need many for the full replay (d)
-  const rig = await KafkaRig.create(ctx, "target", { partitions: long ? 256 : 16, keys: 2_000, poisonEvery: long ? 20_000 : 3_000, cluster });
+  // librdkafka's mock keeps about 5 MiB per partition: the long run's 2.4M changes need many for the full replay (d); a real broker keeps all
+  const partitions = !long ? 16 : (await ctx.kafka()).kind === "mock" ? 256 : 64;
+  const rig = await KafkaRig.create(ctx, "target", { partitions, keys: 2_000, poisonEvery: long ? 20_000 : 3_000, cluster });
   const db = new URL(rig.url).pathname.slice(1);
   const admin = pg(cluster.url(), 1);
   const notes: string[] = [];
