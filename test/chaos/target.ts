@@ -279,7 +279,8 @@ export async function targetFaults(ctx: Ctx, only?: string[]): Promise<Result> {
           return f.bavail * f.bsize;
         };
         const before = free();
-        execFileSync("fallocate", ["-l", String(before), join(disk!, "filler")]);
+        // the daemon writes to this disk meanwhile: a file of all that was free can fail (ENOSPC); dd takes the rest
+        execFileSync("fallocate", ["-l", String(Math.max(4096, before - 8 * 2 ** 20)), join(disk!, "filler")]);
         spawnSync("dd", ["if=/dev/zero", `of=${join(disk!, "filler-rest")}`, "bs=4096"], { stdio: "ignore" });
         const fullAt = Date.now();
         await sleep(ms);
