@@ -25,9 +25,11 @@ async function feedBursts(rig: KafkaRig, total: number, rate: number, burst: num
   let events = 0;
   let slowest = Infinity;
   for (let i = 0; i < bursts && !signal.aborted; i++) {
+    // generated in the gap: the burst's rate is then what reaches the broker, not the JSON encoding
+    const next = rig.workload.prepare(Math.min(burst, total - events));
     const wait = t0 + i * gapMs - Date.now();
     if (wait > 0) await sleep(wait);
-    const f = await rig.workload.feed(Math.min(burst, total - events), rate);
+    const f = await rig.workload.offer(next, rate);
     events += f.events;
     if (f.events >= rate / 2) slowest = Math.min(slowest, f.events / f.seconds);
   }

@@ -20,6 +20,14 @@ export interface KafkaWorkloadOptions {
   poisonEvery: number;
 }
 
+type Message = { key: string; value: string | null; partition: number };
+
+/** Changes generated ahead (`KafkaWorkload.prepare`): their messages, tombstones and planted records included. */
+export interface Prepared {
+  msgs: Message[];
+  events: number;
+}
+
 export interface Row {
   v: string;
   note: string;
@@ -92,8 +100,8 @@ export class KafkaWorkload {
   }
 
   /** The next `n` changes as produce calls (a delete brings its tombstone). */
-  #generate(n: number): Array<{ key: string; value: string | null; partition: number }> {
-    const out: Array<{ key: string; value: string | null; partition: number }> = [];
+  #generate(n: number): Message[] {
+    const out: Message[] = [];
     const push = (partition: number, key: string, value: string | null) => {
       out.push({ key, value, partition });
       this.produced[partition]!++;
@@ -130,10 +138,40 @@ export class KafkaWorkload {
 
   /** Produces `n` changes and waits for their delivery. */
   async produce(n: number): Promise<void> {
-    const msgs = this.#generate(n);
+    await this.#send(this.#generate(n));
+  }
+
+  async #send(msgs: Message[]): Promise<void> {
     await this.kafka.producer.produce(this.o.topic, msgs);
     const r = await this.kafka.producer.flush(120_000);
     if (r.failed.length) throw new Error(`produce failed: ${JSON.stringify(r.failed.slice(0, 3))}`);
+  }
+
+  /**
+   * The next `n` changes generated now, the model moved on, for `offer` to produce: a burst offered
+   * that way measures what reaches the broker, not this process's JSON encoding. Offer every one.
+   */
+  prepare(n: number): Prepared {
+    const start = this.events;
+    const msgs = this.#generate(n);
+    return { msgs, events: this.events - start };
+  }
+
+  /** Produces a prepared batch at `perSecond` changes per second, in chunks every 100 ms; resolves with the rate achieved. */
+  async offer(p: Prepared, perSecond: number): Promise<{ events: number; seconds: number }> {
+    const t0 = performance.now();
+    const perChange = p.msgs.length / Math.max(1, p.events);
+    const rate = perSecond * perChange;
+    const chunk = Math.max(1, Math.ceil(rate / 10));
+    let sent = 0;
+    while (sent < p.msgs.length) {
+      const due = Math.min(p.msgs.length, Math.ceil(((performance.now() - t0) / 1000) * rate) + chunk) - sent;
+      if (due >= Math.min(chunk, p.msgs.length - sent)) {
+        await this.#send(p.msgs.slice(sent, sent + due));
+        sent += due;
+      } else await sleep(10);
+    }
+    return { events: p.events, seconds: (performance.now() - t0) / 1000 };
   }
 
   /**
