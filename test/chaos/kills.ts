@@ -57,8 +57,14 @@ export async function kill9Kafka(ctx: Ctx): Promise<Result> {
     const inst = [await rig.daemon("a", member("a")), await rig.daemon("b", member("b"))];
     for (const d of inst) d.start();
     const feedStop = new AbortController();
-    // the kill phase takes about 2.5 s a kill: spread the bursts over most of it
+    // bursts spread over about the time the kills take on the mock (2.5–4 s a kill); the kills go on
+    // until the last burst is offered (static members on a real broker restart in about 1.5 s)
     const feeding = feedBursts(rig, total, 20_000, long ? 40_000 : 20_000, kills * (long ? 4 : 1.6), feedStop.signal);
+    let fedAll = false;
+    void feeding.then(
+      () => (fedAll = true),
+      () => (fedAll = true),
+    );
     const by: Record<KillState, number> = { "start-up": 0, join: 0, seek: 0, running: 0 };
     let done = 0;
     const kill = async (d: DaemonProc) => {
@@ -67,13 +73,13 @@ export async function kill9Kafka(ctx: Ctx): Promise<Result> {
       done++;
       d.start();
     };
-    while (done < kills) {
+    while (done < kills || !fedAll) {
       const victim = ctx.rng.pick(inst);
       if (!victim.running) victim.start();
       if (ctx.rng.chance(0.22)) {
         // a kill in its start-up, group join or seek: at a random moment of the next start
         await kill(victim);
-        if (done >= kills) break;
+        if (done >= kills && fedAll) break;
         await sleep(ctx.rng.int(30, 2500));
         await kill(victim);
       } else {
