@@ -159,19 +159,9 @@ export class KafkaWorkload {
 
   /** Produces a prepared batch at `perSecond` changes per second, in chunks every 100 ms; resolves with the rate achieved. */
   async offer(p: Prepared, perSecond: number): Promise<{ events: number; seconds: number }> {
-    const t0 = performance.now();
-    const perChange = p.msgs.length / Math.max(1, p.events);
-    const rate = perSecond * perChange;
-    const chunk = Math.max(1, Math.ceil(rate / 10));
-    let sent = 0;
-    while (sent < p.msgs.length) {
-      const due = Math.min(p.msgs.length, Math.ceil(((performance.now() - t0) / 1000) * rate) + chunk) - sent;
-      if (due >= Math.min(chunk, p.msgs.length - sent)) {
-        await this.#send(p.msgs.slice(sent, sent + due));
-        sent += due;
-      } else await sleep(10);
-    }
-    return { events: p.events, seconds: (performance.now() - t0) / 1000 };
+    const rate = (perSecond * p.msgs.length) / Math.max(1, p.events);
+    const seconds = await paced(p.msgs.length, rate, (from, n) => this.#send(p.msgs.slice(from, from + n)));
+    return { events: p.events, seconds };
   }
 
   /**
@@ -179,20 +169,37 @@ export class KafkaWorkload {
    * resolves with the rate achieved.
    */
   async feed(total: number, perSecond: number, signal?: AbortSignal): Promise<{ events: number; seconds: number }> {
-    const t0 = performance.now();
     const start = this.events;
-    // whole chunks: a chunk per tick of a few milliseconds would make batches of one record per
-    // partition, and librdkafka's mock answers a fetch with one batch per partition, so a consumer
-    // behind could never catch up with it
-    const chunk = Math.max(1, Math.ceil(perSecond / 10));
-    while (this.events - start < total && !signal?.aborted) {
-      const done = this.events - start;
-      const due = Math.min(total, Math.ceil(((performance.now() - t0) / 1000) * perSecond) + chunk) - done;
-      if (due >= Math.min(chunk, total - done)) await this.produce(Math.min(due, 20_000));
-      else await sleep(10);
-    }
-    return { events: this.events - start, seconds: (performance.now() - t0) / 1000 };
+    const seconds = await paced(
+      total,
+      perSecond,
+      async (_, n) => {
+        const k = Math.min(n, 20_000);
+        await this.produce(k);
+        return k;
+      },
+      signal,
+    );
+    return { events: this.events - start, seconds };
   }
+}
+
+/**
+ * Calls `send(from, n)` for the next `n` of `total` units as they fall due at `perSecond`, in whole
+ * chunks every 100 ms (a chunk per tick of a few milliseconds would make batches of one record per
+ * partition, and librdkafka's mock answers a fetch with one batch per partition, so a consumer
+ * behind could never catch up with it); `send` may take fewer and say so. Resolves with the seconds taken.
+ */
+async function paced(total: number, perSecond: number, send: (from: number, n: number) => Promise<number | void>, signal?: AbortSignal): Promise<number> {
+  const t0 = performance.now();
+  const chunk = Math.max(1, Math.ceil(perSecond / 10));
+  let done = 0;
+  while (done < total && !signal?.aborted) {
+    const due = Math.min(total, Math.ceil(((performance.now() - t0) / 1000) * perSecond) + chunk) - done;
+    if (due >= Math.min(chunk, total - done)) done += (await send(done, due)) ?? due;
+    else await sleep(10);
+  }
+  return (performance.now() - t0) / 1000;
 }
 
 // ---------------------------------------------------------------------------------------------
