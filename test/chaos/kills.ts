@@ -58,8 +58,10 @@ export async function kill9Kafka(ctx: Ctx): Promise<Result> {
     for (const d of inst) d.start();
     const feedStop = new AbortController();
     // bursts spread over about the time the kills take on the mock (2.5–4 s a kill); the kills go on
-    // until the last burst is offered (static members on a real broker restart in about 1.5 s)
-    const feeding = feedBursts(rig, total, 20_000, long ? 40_000 : 20_000, kills * (long ? 4 : 1.6), feedStop.signal);
+    // until the last burst is offered (static members on a real broker restart in about 1.5 s).
+    // Paced at 22k/s: a burst's rate counts until its last record is acknowledged, and a broker
+    // sharing two cores with the restarts takes up to 0.3 s to acknowledge the tail
+    const feeding = feedBursts(rig, total, 22_000, 40_000, kills * (long ? 4 : 1.6), feedStop.signal);
     let fedAll = false;
     void feeding.then(
       () => (fedAll = true),
@@ -67,23 +69,30 @@ export async function kill9Kafka(ctx: Ctx): Promise<Result> {
     );
     const by: Record<KillState, number> = { "start-up": 0, join: 0, seek: 0, running: 0 };
     let done = 0;
+    const startedAt = new Map<DaemonProc, number>();
+    // how long a restarted instance takes to be ready (measured below): early kills are drawn within it
+    let readyMs = 2500;
     const kill = async (d: DaemonProc) => {
       by[await stateOf(d)]++;
       await d.kill9();
       done++;
       d.start();
+      startedAt.set(d, Date.now());
     };
     while (done < kills || !fedAll) {
       const victim = ctx.rng.pick(inst);
       if (!victim.running) victim.start();
-      if (ctx.rng.chance(0.22)) {
+      if (ctx.rng.chance(0.35)) {
         // a kill in its start-up, group join or seek: at a random moment of the next start
         await kill(victim);
         if (done >= kills && fedAll) break;
-        await sleep(ctx.rng.int(30, 2500));
+        await sleep(ctx.rng.int(30, Math.max(300, readyMs)));
         await kill(victim);
       } else {
+        const wasReady = (await victim.ready(500))?.ready;
         await waitUntil("an instance ready", async () => (await victim.ready(500))?.ready, 60_000, 100).catch(() => undefined);
+        const since = startedAt.get(victim);
+        if (!wasReady && since !== undefined) readyMs = 0.8 * readyMs + 0.2 * (Date.now() - since);
         await sleep(ctx.rng.int(100, long ? 3000 : 1500));
         await kill(victim);
       }
