@@ -85,7 +85,7 @@ fi
 if [ "$failed" -gt 0 ]; then
   echo "== failed"
   grep -E 'error TS' "$log"/tsc 2>/dev/null | head -20
-  grep -hE '^\(fail\)' "$log"/bun "$log"/stack-bun 2>/dev/null
+  grep -hE '^\(fail\)' "$log"/bun "$log"/stack-bun 2>/dev/null | awk '!seen[$0]++'
   grep -hE '^not ok' "$log"/node 2>/dev/null
   sed -n '/^FAILED (seed/,$p' "$log"/chaos 2>/dev/null
 fi

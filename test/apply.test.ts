@@ -93,7 +93,7 @@ test("a row the database rejects is a dead letter whose error names the column; 
   const clock = newClock();
   const batch = new ChangeBatch({ maxEvents: 100, maxBytes: 1 << 20, maxLatencyMs: 50 });
   const now = Date.now();
-  for (let offset = 0; offset < 3; offset++) {
+  for (let offset = 0; offset < 5; offset++) {
     const coord: Coord = { stream: "kafka:g", part: "orders/2", position: BigInt(offset) };
     batch.advance(coord, BigInt(offset + 1), 100, now);
     const c = decodeDebezium(orders, keyOf(offset), JSON.stringify(envelope(clock, "orders", "c", { after: { id: offset, status: "paid", total_amount: 1, currency: "EUR", channel: "web", updated_at: "2026-11-30T20:00:00.123456Z" } })), coord)!;
@@ -107,18 +107,29 @@ test("a row the database rejects is a dead letter whose error names the column; 
       expect(c.cols).toContain("updated_at");
       c.vals![c.cols!.indexOf("updated_at")] = "infinity";
     }
+    // varchar(8) counts characters: 8 outside the BMP fit (16 UTF-16 units), 9 do not
+    if (offset === 3) {
+      c.vals![c.cols!.indexOf("currency")] = "XXX";
+      c.vals![c.cols!.indexOf("channel")] = `${"😀".repeat(8)}  `;
+    }
+    if (offset === 4) c.vals![c.cols!.indexOf("channel")] = "😀".repeat(9);
     batch.add(c, now);
   }
   const r = await apply(batch);
-  expect(r).toMatchObject({ applied: 1, deadLetters: 2 });
+  expect(r).toMatchObject({ applied: 1, deadLetters: 4 });
   const dead = await sql`SELECT position::int AS p, error_code, error FROM cdc_sink.dead_letters ORDER BY position`;
   expect(dead.map((d) => [d.p, d.error_code])).toEqual([
     [1, "22003"],
     [2, "23514"],
+    [3, "23514"],
+    [4, "22001"],
   ]);
   expect(dead[0]!.error).toStartWith("column total_amount: ");
-  expect(dead[1]!.error).not.toStartWith("column ");
-  expect(dead[1]!.error).toContain("known_currency");
+  for (const d of [dead[1]!, dead[2]!]) {
+    expect(d.error).not.toStartWith("column ");
+    expect(d.error).toContain("known_currency");
+  }
+  expect(dead[3]!.error).toStartWith("column channel: ");
   await sql.end();
 });
 

@@ -146,7 +146,10 @@ async function runOnce(env: Env, p: Plan, opts: { clean: boolean; timeoutMs: num
 
   // produce in order, in chunks (one native call per topic per chunk); offsets follow produce order per partition
   const t0 = performance.now();
-  const items = opts.clean ? p.stream.filter((s) => s.owner.kind === "good") : p.stream;
+  // the clean run also carries the large values the fuzzed stream holds as valid data (huge-string's
+  // "valid c_text", one at least): what a 16 MiB value costs is in both runs, the ratio is what the
+  // mutants add
+  const items = opts.clean ? p.stream.filter((s) => s.owner.kind === "good" || (s.owner.mutant.cls === "huge-string" && s.owner.mutant.variant.startsWith("valid"))) : p.stream;
   const next = new Map<string, number>();
   const clock = new Clock();
   /** bytes sent, for records whose dead letter must keep them */
@@ -322,7 +325,7 @@ export interface ClassReport {
 
 export interface FuzzReport {
   seed: number;
-  figures: { clean?: RunFigures; fuzz: RunFigures; rssRatio?: number; rssBoundBytes?: number; totalS: number };
+  figures: { clean?: RunFigures; fuzz: RunFigures; rssRatio?: number; rssBoundBytes: number; totalS: number };
   classes: ClassReport[];
   deviations: Deviation[];
   good: { keys: number; events: number; wrong: string[] };
@@ -491,7 +494,7 @@ export interface FuzzOptions {
   goodEvents: number;
   partitions: number;
   huge: { count: number; size: number };
-  /** also run the good stream alone, for the RSS comparison */
+  /** also run the good stream alone (with the large valid values), for the RSS comparison */
   clean: boolean;
   drainTimeoutMs: number;
   classes?: string[];
@@ -525,7 +528,7 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
     await r.sql.end();
     return {
       seed: o.seed,
-      figures: { clean, fuzz: r.figures, rssRatio: clean ? r.figures.peakRssBytes / clean.peakRssBytes : undefined, rssBoundBytes: clean ? rssBound(clean, r.figures) : undefined, totalS: (performance.now() - start) / 1000 },
+      figures: { clean, fuzz: r.figures, rssRatio: clean ? r.figures.peakRssBytes / clean.peakRssBytes : undefined, rssBoundBytes: RSS_BOUND_BYTES, totalS: (performance.now() - start) / 1000 },
       classes: v.classes,
       deviations: v.deviations,
       good: { keys: p.good.length + p.references.length, events: p.goodEvents, wrong: v.wrong },
@@ -537,14 +540,12 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzReport> {
 }
 
 /**
- * What the daemon may hold at once for its largest record, in multiples of its size: librdkafka's
- * and the consumer's copy, the JSON text (UTF-16 when not Latin-1), JavaScriptCore's JSON.parse of
- * a long string with escapes (its builder doubles: about 3x the result) and the value (README, Memory).
+ * The fuzzed run's RSS bound: what README (Memory) promises with the default settings, as
+ * test/hostile.test.ts checks. The ratio to the clean run is reported beside it: the clean run
+ * carries the same large valid values, and its peak varies by ±20 % between runs of the same
+ * stream (where the collector stands when a 16 MiB value is decoded), too much for a bound.
  */
-export const RECORD_COPIES = 12;
-
-/** The fuzzed run's RSS bound: 1.5x the clean run's peak, plus the copies of its largest record. */
-export const rssBound = (clean: RunFigures, fuzz: RunFigures) => 1.5 * clean.peakRssBytes + RECORD_COPIES * fuzz.largestRecordBytes;
+export const RSS_BOUND_BYTES = 512 * 2 ** 20;
 
 /** The report as text; `failures` lists what makes a run fail. */
 export function formatReport(r: FuzzReport): { text: string; failures: string[] } {
@@ -555,9 +556,9 @@ export function formatReport(r: FuzzReport): { text: string; failures: string[] 
   out.push(`seed ${r.seed}: ${f.fuzz.mutants} mutants in ${f.fuzz.events} records; total ${f.totalS.toFixed(1)} s (fuzz run: produce ${f.fuzz.produceS.toFixed(1)} s, drain ${f.fuzz.drainS.toFixed(1)} s)`);
   if (f.clean)
     out.push(
-      `RSS: clean ${mib(f.clean.peakRssBytes)} (drain ${f.clean.drainS.toFixed(1)} s), fuzzed ${mib(f.fuzz.peakRssBytes)}: ratio ${f.rssRatio!.toFixed(2)}; bound ${mib(f.rssBoundBytes!)} (1.5x the clean run + ${RECORD_COPIES}x the largest record, ${mib(f.fuzz.largestRecordBytes)})`,
+      `RSS: clean ${mib(f.clean.peakRssBytes)} (drain ${f.clean.drainS.toFixed(1)} s), fuzzed ${mib(f.fuzz.peakRssBytes)}: ratio ${f.rssRatio!.toFixed(2)} (largest record ${mib(f.fuzz.largestRecordBytes)}, valid ones in both runs); bound ${mib(f.rssBoundBytes!)}`,
     );
-  else out.push(`RSS: fuzzed ${mib(f.fuzz.peakRssBytes)}`);
+  else out.push(`RSS: fuzzed ${mib(f.fuzz.peakRssBytes)}; bound ${mib(f.rssBoundBytes!)}`);
   out.push(`/healthz: ${f.fuzz.healthz.probes} probes, ${f.fuzz.healthz.failures} failed, slowest ${f.fuzz.healthz.maxLatencyMs.toFixed(0)} ms; error log lines ${f.fuzz.errorLogLines}; exit code ${f.fuzz.exitCode}`);
   if (f.fuzz.crashed) out.push(`THE FUZZ RUN DID NOT COMPLETE (${f.fuzz.crashed.slice(0, 300)}): outcomes below are of a partly consumed stream`);
   out.push("");
@@ -585,7 +586,7 @@ export function formatReport(r: FuzzReport): { text: string; failures: string[] 
     if (fig.crashed) failures.push(`${name} run: ${fig.crashed}`);
     if (fig.healthz.failures) failures.push(`${name} run: /healthz failed ${fig.healthz.failures} time(s), first: ${fig.healthz.firstFailure}`);
   }
-  if (f.rssBoundBytes !== undefined && f.fuzz.peakRssBytes > f.rssBoundBytes) failures.push(`RSS ${mib(f.fuzz.peakRssBytes)} above its bound ${mib(f.rssBoundBytes)}`);
+  if (f.fuzz.peakRssBytes > f.rssBoundBytes) failures.push(`RSS ${mib(f.fuzz.peakRssBytes)} above its bound ${mib(f.rssBoundBytes)}`);
   return { text: out.join("\n"), failures };
 }
 
