@@ -143,6 +143,11 @@ export class KafkaWorkload {
 
   async #send(msgs: Message[]): Promise<void> {
     await this.kafka.producer.produce(this.o.topic, msgs);
+    await this.#delivered();
+  }
+
+  /** Waits until everything enqueued is delivered; throws on any failed delivery. */
+  async #delivered(): Promise<void> {
     const r = await this.kafka.producer.flush(120_000);
     if (r.failed.length) throw new Error(`produce failed: ${JSON.stringify(r.failed.slice(0, 3))}`);
   }
@@ -170,8 +175,7 @@ export class KafkaWorkload {
       if (k < 1) throw new Error(`produce: none of ${n} messages enqueued`);
       return k;
     });
-    const r = await this.kafka.producer.flush(120_000);
-    if (r.failed.length) throw new Error(`produce failed: ${JSON.stringify(r.failed.slice(0, 3))}`);
+    await this.#delivered();
     return { events: p.events, seconds: (performance.now() - t0) / 1000 };
   }
 

@@ -556,9 +556,9 @@ export function formatReport(r: FuzzReport): { text: string; failures: string[] 
   out.push(`seed ${r.seed}: ${f.fuzz.mutants} mutants in ${f.fuzz.events} records; total ${f.totalS.toFixed(1)} s (fuzz run: produce ${f.fuzz.produceS.toFixed(1)} s, drain ${f.fuzz.drainS.toFixed(1)} s)`);
   if (f.clean)
     out.push(
-      `RSS: clean ${mib(f.clean.peakRssBytes)} (drain ${f.clean.drainS.toFixed(1)} s), fuzzed ${mib(f.fuzz.peakRssBytes)}: ratio ${f.rssRatio!.toFixed(2)} (largest record ${mib(f.fuzz.largestRecordBytes)}, valid ones in both runs); bound ${mib(f.rssBoundBytes!)}`,
+      `RSS: clean ${mib(f.clean.peakRssBytes)} (drain ${f.clean.drainS.toFixed(1)} s), fuzzed ${mib(f.fuzz.peakRssBytes)}: ratio ${f.rssRatio!.toFixed(2)} (largest record ${mib(f.fuzz.largestRecordBytes)}, valid ones in both runs); bound ${mib(f.rssBoundBytes)}`,
     );
-  else out.push(`RSS: fuzzed ${mib(f.fuzz.peakRssBytes)}; bound ${mib(f.rssBoundBytes!)}`);
+  else out.push(`RSS: fuzzed ${mib(f.fuzz.peakRssBytes)}; bound ${mib(f.rssBoundBytes)}`);
   out.push(`/healthz: ${f.fuzz.healthz.probes} probes, ${f.fuzz.healthz.failures} failed, slowest ${f.fuzz.healthz.maxLatencyMs.toFixed(0)} ms; error log lines ${f.fuzz.errorLogLines}; exit code ${f.fuzz.exitCode}`);
   if (f.fuzz.crashed) out.push(`THE FUZZ RUN DID NOT COMPLETE (${f.fuzz.crashed.slice(0, 300)}): outcomes below are of a partly consumed stream`);
   out.push("");
